@@ -1,0 +1,108 @@
+//! ABBA chains: ΔW = s·⊙_{i=1..k} (B_i·A_i), the paper's Table 7 ablation (k = 2 is plain ABBA).
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+use super::scaling::AbbaScale;
+use super::{Adapter, MethodKind, check_pair, check_shape};
+use crate::error::{AbbaError, Result};
+use crate::linalg::{Real, gemm};
+
+#[derive(Clone, Debug)]
+pub struct AbbaChain<T> {
+    /// (B_i, A_i) for each factor of the Hadamard product.
+    pub pairs: Vec<(Array2<T>, Array2<T>)>,
+    pub scale: T,
+    pub convention: AbbaScale,
+}
+
+impl<T: Real> AbbaChain<T> {
+    pub fn new(pairs: Vec<(Array2<T>, Array2<T>)>, convention: AbbaScale) -> Result<Self> {
+        convention.validate()?;
+        if pairs.is_empty() {
+            return Err(AbbaError::InvalidArgument(
+                "an ABBA chain needs at least one (B, A) pair".into(),
+            ));
+        }
+        let mut shape = None;
+        let mut ranks = Vec::with_capacity(pairs.len());
+        for (b, a) in &pairs {
+            let (m, r, n) = check_pair(
+                &b.view(),
+                &a.view(),
+                "ABBA chain A_i (rows must equal B_i's columns)",
+            )?;
+            if let Some(s) = shape {
+                check_shape("ABBA chain pair update B_i·A_i", s, (m, n))?;
+            }
+            shape = Some((m, n));
+            ranks.push(r);
+        }
+        let scale = T::of(convention.value_for(&ranks));
+        Ok(AbbaChain {
+            pairs,
+            scale,
+            convention,
+        })
+    }
+
+    pub fn ranks(&self) -> Vec<usize> {
+        self.pairs.iter().map(|(_, a)| a.nrows()).collect()
+    }
+
+    fn products(&self) -> Vec<Array2<T>> {
+        self.pairs
+            .iter()
+            .map(|(b, a)| gemm(b.view(), a.view()))
+            .collect()
+    }
+}
+
+impl<T: Real> Adapter<T> for AbbaChain<T> {
+    fn kind(&self) -> MethodKind {
+        MethodKind::AbbaChain
+    }
+    fn shape(&self) -> (usize, usize) {
+        (self.pairs[0].0.nrows(), self.pairs[0].1.ncols())
+    }
+    fn factor_names(&self) -> Vec<String> {
+        (1..=self.pairs.len())
+            .flat_map(|i| [format!("B{i}"), format!("A{i}")])
+            .collect()
+    }
+    fn factors(&self) -> Vec<ArrayView2<'_, T>> {
+        self.pairs
+            .iter()
+            .flat_map(|(b, a)| [b.view(), a.view()])
+            .collect()
+    }
+    fn factors_mut(&mut self) -> Vec<ArrayViewMut2<'_, T>> {
+        self.pairs
+            .iter_mut()
+            .flat_map(|(b, a)| [b.view_mut(), a.view_mut()])
+            .collect()
+    }
+    fn delta(&self) -> Array2<T> {
+        let mut d = Array2::from_elem(self.shape(), self.scale);
+        for p in self.products() {
+            d *= &p;
+        }
+        d
+    }
+    fn grads(&self, g: ArrayView2<'_, T>) -> Result<Vec<Array2<T>>> {
+        check_shape("gradient ∂L/∂ΔW", self.shape(), g.dim())?;
+        let prods = self.products();
+        let mut out = Vec::with_capacity(2 * prods.len());
+        for (i, (b, a)) in self.pairs.iter().enumerate() {
+            // Product of all the other factors: dividing by P_i would fail where it is zero.
+            let mut others = &g * self.scale;
+            for (j, p) in prods.iter().enumerate() {
+                if j != i {
+                    others *= p;
+                }
+            }
+            out.push(gemm(others.view(), a.t()));
+            out.push(gemm(b.t(), others.view()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,283 @@
+//! The only door to the linear-algebra engine (faer). Everything else in the crate speaks `ndarray`.
+//!
+//! faer matrices are borrowed from ndarray views through their raw pointer and strides, so no copy is made on the
+//! way in; results come back as owned `ndarray` arrays.
+//!
+//! Parallelism: faer's threading is process-global. Study runners that already run fits in parallel call
+//! [`set_threads`]`(1)` so the two levels never oversubscribe the cores, and so results do not depend on how a
+//! product was split between threads.
+
+use std::fmt::{Debug, Display};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, LinalgScalar, ScalarOperand, s};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::error::AbbaError;
+
+/// The real scalars this crate computes in: `f32` for speed, `f64` for tight references.
+pub trait Real:
+    faer::traits::RealField
+    + num_traits::Float
+    + num_traits::FromPrimitive
+    + LinalgScalar
+    + ScalarOperand
+    + Debug
+    + Display
+    + Default
+    + Send
+    + Sync
+    + 'static
+{
+    /// Converts from `f64`, rounding to the nearest representable value.
+    fn of(x: f64) -> Self {
+        <Self as num_traits::FromPrimitive>::from_f64(x).expect("every f64 converts to a float")
+    }
+    /// Widens to `f64`.
+    fn f64(self) -> f64 {
+        num_traits::ToPrimitive::to_f64(&self).expect("a float always widens to f64")
+    }
+}
+impl Real for f32 {}
+impl Real for f64 {}
+
+/// 0 means "all of rayon's threads".
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Number of threads one linear-algebra call may use (1 = sequential, 0 = all rayon threads).
+pub fn set_threads(n: usize) {
+    THREADS.store(n, Ordering::Relaxed);
+}
+
+fn par() -> Par {
+    match THREADS.load(Ordering::Relaxed) {
+        1 => Par::Seq,
+        n => Par::rayon(n),
+    }
+}
+
+fn as_faer<'a, T: Real>(a: &'a ArrayView2<'_, T>) -> MatRef<'a, T> {
+    let (r, c) = a.dim();
+    let st = a.strides();
+    // SAFETY: the view is valid for reads over (r, c) with these element strides for the lifetime of the borrow.
+    unsafe { MatRef::from_raw_parts(a.as_ptr(), r, c, st[0], st[1]) }
+}
+
+fn as_faer_mut<'a, T: Real>(a: &'a mut ArrayViewMut2<'_, T>) -> MatMut<'a, T> {
+    let (r, c) = a.dim();
+    let st = a.strides().to_vec();
+    // SAFETY: the view is valid and uniquely borrowed for reads and writes over (r, c) with these strides.
+    unsafe { MatMut::from_raw_parts_mut(a.as_mut_ptr(), r, c, st[0], st[1]) }
+}
+
+fn to_ndarray<T: Real>(m: MatRef<'_, T>) -> Array2<T> {
+    Array2::from_shape_fn((m.nrows(), m.ncols()), |(i, j)| m[(i, j)])
+}
+
+/// `dst = alpha·a·b + (dst if accumulate)`. Transposed operands are just `.t()` views: no copy.
+pub fn gemm_into<T: Real>(
+    mut dst: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+) {
+    assert_eq!(a.ncols(), b.nrows(), "gemm: inner dimensions differ");
+    assert_eq!(
+        dst.dim(),
+        (a.nrows(), b.ncols()),
+        "gemm: output shape differs"
+    );
+    if a.ncols() == 0 {
+        if !accumulate {
+            dst.fill(T::zero());
+        }
+        return;
+    }
+    let beta = if accumulate {
+        Accum::Add
+    } else {
+        Accum::Replace
+    };
+    matmul(
+        as_faer_mut(&mut dst),
+        beta,
+        as_faer(&a),
+        as_faer(&b),
+        alpha,
+        par(),
+    );
+}
+
+/// `a·b` as a new array.
+pub fn gemm<T: Real>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<T> {
+    let mut out = Array2::zeros((a.nrows(), b.ncols()));
+    gemm_into(out.view_mut(), false, a, b, T::one());
+    out
+}
+
+/// A (possibly truncated) singular value decomposition `U·diag(s)·Vᵀ`, singular values non-increasing.
+#[derive(Clone, Debug)]
+pub struct Svd<T> {
+    /// m × k, orthonormal columns.
+    pub u: Array2<T>,
+    /// k singular values, non-increasing.
+    pub s: Array1<T>,
+    /// k × n, orthonormal rows.
+    pub vt: Array2<T>,
+}
+
+impl<T: Real> Svd<T> {
+    /// Keeps the leading `r` triplets.
+    pub fn truncate(self, r: usize) -> Self {
+        let r = r.min(self.s.len());
+        Svd {
+            u: self.u.slice(s![.., ..r]).to_owned(),
+            s: self.s.slice(s![..r]).to_owned(),
+            vt: self.vt.slice(s![..r, ..]).to_owned(),
+        }
+    }
+
+    /// Keeps triplets `start..start+r` (used by initialisations that take "the next" components).
+    pub fn components(&self, start: usize, r: usize) -> Self {
+        let k = self.s.len();
+        let (a, b) = (start.min(k), (start + r).min(k));
+        Svd {
+            u: self.u.slice(s![.., a..b]).to_owned(),
+            s: self.s.slice(s![a..b]).to_owned(),
+            vt: self.vt.slice(s![a..b, ..]).to_owned(),
+        }
+    }
+
+    /// `U·diag(s)·Vᵀ`.
+    pub fn reconstruct(&self) -> Array2<T> {
+        let us = &self.u * &self.s.view().insert_axis(ndarray::Axis(0));
+        gemm(us.view(), self.vt.view())
+    }
+
+    /// The balanced factors `(U·Σ^½, Σ^½·Vᵀ)` whose product is the decomposition.
+    pub fn balanced_factors(&self) -> (Array2<T>, Array2<T>) {
+        let root = self.s.mapv(|x| x.max(T::zero()).sqrt());
+        let b = &self.u * &root.view().insert_axis(ndarray::Axis(0));
+        let a = &self.vt * &root.view().insert_axis(ndarray::Axis(1));
+        (b, a)
+    }
+}
+
+fn check_finite<T: Real>(a: &ArrayView2<'_, T>, what: &'static str) -> Result<(), AbbaError> {
+    if a.iter().all(|x| x.is_finite()) {
+        Ok(())
+    } else {
+        Err(AbbaError::NonFinite { what })
+    }
+}
+
+/// Exact thin SVD (k = min(m, n) triplets).
+pub fn svd_thin<T: Real>(a: ArrayView2<'_, T>) -> Result<Svd<T>, AbbaError> {
+    check_finite(&a, "matrix passed to the SVD")?;
+    let (m, n) = a.dim();
+    if m == 0 || n == 0 {
+        return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
+    }
+    let svd = as_faer(&a)
+        .thin_svd()
+        .map_err(|e| AbbaError::NoConvergence {
+            what: format!("thin SVD of a {m}×{n} matrix ({e:?})"),
+        })?;
+    let k = m.min(n);
+    let sdiag = svd.S().column_vector();
+    let s_vals = Array1::from_shape_fn(k, |i| sdiag[i]);
+    let u = to_ndarray(svd.U());
+    let v = svd.V();
+    let vt = Array2::from_shape_fn((k, n), |(i, j)| v[(j, i)]);
+    Ok(Svd { u, s: s_vals, vt })
+}
+
+/// Exact SVD truncated to the leading `r` triplets (the Eckart–Young optimum of rank `r`).
+pub fn svd_truncated<T: Real>(a: ArrayView2<'_, T>, r: usize) -> Result<Svd<T>, AbbaError> {
+    check_rank(r, a.dim())?;
+    Ok(svd_thin(a)?.truncate(r))
+}
+
+/// Thin QR: `a = Q·R`, Q m×k with orthonormal columns, R k×n upper triangular, k = min(m, n).
+pub fn qr_thin<T: Real>(a: ArrayView2<'_, T>) -> Result<(Array2<T>, Array2<T>), AbbaError> {
+    check_finite(&a, "matrix passed to QR")?;
+    let (m, n) = a.dim();
+    if m == 0 || n == 0 {
+        return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
+    }
+    let qr = as_faer(&a).qr();
+    let q = to_ndarray(qr.compute_thin_Q().as_ref());
+    let r = to_ndarray(qr.thin_R());
+    Ok((q, r))
+}
+
+fn orthonormal_basis<T: Real>(y: ArrayView2<'_, T>) -> Result<Array2<T>, AbbaError> {
+    Ok(qr_thin(y)?.0)
+}
+
+/// Randomized truncated SVD with power iterations (Halko, Martinsson & Tropp, Alg. 4.4), the algorithm of
+/// PyTorch's `svd_lowrank(a, q, niter)` that the released ABBA code uses: a Gaussian sketch of `q` columns,
+/// `niter` rounds of re-orthonormalised power iteration, then an exact SVD of the small projected matrix.
+pub fn svd_randomized<T: Real, R: Rng + ?Sized>(
+    a: ArrayView2<'_, T>,
+    q: usize,
+    niter: usize,
+    rng: &mut R,
+) -> Result<Svd<T>, AbbaError> {
+    let (m, n) = a.dim();
+    check_rank(q, (m, n))?;
+    check_finite(&a, "matrix passed to the randomized SVD")?;
+    let sketch = Array2::from_shape_fn((n, q), |_| {
+        let x: f64 = StandardNormal.sample(rng);
+        T::of(x)
+    });
+    let mut basis = orthonormal_basis(gemm(a, sketch.view()).view())?;
+    for _ in 0..niter {
+        let z = orthonormal_basis(gemm(a.t(), basis.view()).view())?;
+        basis = orthonormal_basis(gemm(a, z.view()).view())?;
+    }
+    let projected = gemm(basis.t(), a);
+    let small = svd_thin(projected.view())?;
+    Ok(Svd {
+        u: gemm(basis.view(), small.u.view()),
+        s: small.s,
+        vt: small.vt,
+    })
+}
+
+/// A rank must be at least 1 and at most min(m, n).
+pub fn check_rank(r: usize, (m, n): (usize, usize)) -> Result<(), AbbaError> {
+    if r == 0 || r > m.min(n) {
+        Err(AbbaError::InvalidRank {
+            rank: r,
+            rows: m,
+            cols: n,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Squared Frobenius norm, accumulated in f64.
+pub fn frob2<T: Real>(a: ArrayView2<'_, T>) -> f64 {
+    a.iter().map(|x| x.f64() * x.f64()).sum()
+}
+
+/// Singular values only (descending).
+pub fn singular_values<T: Real>(a: ArrayView2<'_, T>) -> Result<Array1<T>, AbbaError> {
+    check_finite(&a, "matrix passed to the SVD")?;
+    let (m, n) = a.dim();
+    if m == 0 || n == 0 {
+        return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
+    }
+    let s = as_faer(&a)
+        .singular_values()
+        .map_err(|e| AbbaError::NoConvergence {
+            what: format!("singular values of a {m}×{n} matrix ({e:?})"),
+        })?;
+    Ok(Array1::from(s))
+}
