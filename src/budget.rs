@@ -142,23 +142,22 @@ impl MethodConfig {
 
 /// The LoRA rank a budget allows on an m×n layer.
 pub fn lora_rank_for(budget: Budget, (m, n): (usize, usize)) -> Result<usize> {
+    if m == 0 || n == 0 {
+        return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
+    }
     let r = match budget {
         Budget::LoraRank(r) => r,
+        Budget::Params(p) if p < m + n => {
+            return Err(AbbaError::InfeasibleBudget {
+                method: "lora".into(),
+                params: p,
+                rows: m,
+                cols: n,
+                needed: m + n,
+            });
+        }
         Budget::Params(p) => p / (m + n),
     };
-    if r == 0 {
-        let params = match budget {
-            Budget::Params(p) => p,
-            Budget::LoraRank(_) => 0,
-        };
-        return Err(AbbaError::InfeasibleBudget {
-            method: "lora".into(),
-            params,
-            rows: m,
-            cols: n,
-            needed: m + n,
-        });
-    }
     crate::linalg::check_rank(r, (m, n))?;
     Ok(r)
 }

@@ -249,6 +249,20 @@ pub fn svd_randomized<T: Real, R: Rng + ?Sized>(
     })
 }
 
+/// The leading `r` triplets from a randomized SVD sketched with `r + oversample` columns, the usual way to make
+/// the last kept triplets accurate (Halko et al. recommend an oversampling of 5–10).
+pub fn svd_randomized_truncated<T: Real, R: Rng + ?Sized>(
+    a: ArrayView2<'_, T>,
+    r: usize,
+    oversample: usize,
+    niter: usize,
+    rng: &mut R,
+) -> Result<Svd<T>, AbbaError> {
+    check_rank(r, a.dim())?;
+    let q = (r + oversample).min(a.nrows().min(a.ncols()));
+    Ok(svd_randomized(a, q, niter, rng)?.truncate(r))
+}
+
 /// A rank must be at least 1 and at most min(m, n).
 pub fn check_rank(r: usize, (m, n): (usize, usize)) -> Result<(), AbbaError> {
     if r == 0 || r > m.min(n) {
