@@ -23,5 +23,6 @@ pub mod budget;
 pub mod error;
 pub mod linalg;
 pub mod rng;
+pub mod study;
 
 pub use error::AbbaError;
