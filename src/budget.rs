@@ -44,6 +44,30 @@ impl AbbaRankRule {
     }
 }
 
+impl std::str::FromStr for AbbaRankRule {
+    type Err = AbbaError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "half" => Ok(AbbaRankRule::Half),
+            "full" => Ok(AbbaRankRule::Full),
+            _ => s
+                .strip_prefix("split:")
+                .and_then(|r| r.parse().ok())
+                .map(|r1| AbbaRankRule::Split { r1 })
+                .ok_or_else(|| AbbaError::UnknownName {
+                    what: "ABBA rank rule",
+                    name: s.into(),
+                    valid: vec![
+                        "half".into(),
+                        "full".into(),
+                        "split:R1 (e.g. split:12)".into(),
+                    ],
+                }),
+        }
+    }
+}
+
 /// A budget for one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "value")]

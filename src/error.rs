@@ -40,6 +40,23 @@ pub enum AbbaError {
 
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    #[error("cannot read {path}: {message}")]
+    Io { path: String, message: String },
+
+    #[error("{path} is not a usable {format} file: {message}")]
+    Format {
+        path: String,
+        format: &'static str,
+        message: String,
+    },
+
+    #[error("unknown {what} '{name}': valid names are {}", valid.join(", "))]
+    UnknownName {
+        what: &'static str,
+        name: String,
+        valid: Vec<String>,
+    },
 }
 
 pub type Result<T, E = AbbaError> = std::result::Result<T, E>;

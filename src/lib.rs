@@ -21,8 +21,12 @@
 pub mod adapter;
 pub mod budget;
 pub mod error;
+pub mod fit;
 pub mod linalg;
+pub mod metrics;
+pub mod report;
 pub mod rng;
 pub mod study;
+pub mod target;
 
 pub use error::AbbaError;

@@ -22,6 +22,14 @@ impl LoraScale {
             LoraScale::Explicit { scale } => scale,
         }
     }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoraScale::Standard { .. } => "standard",
+            LoraScale::Rslora { .. } => "rslora",
+            LoraScale::Explicit { .. } => "explicit",
+        }
+    }
 }
 
 /// ABBA's scale `s` in ΔW = s·(B1A1)⊙(B2A2).

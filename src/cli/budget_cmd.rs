@@ -38,17 +38,7 @@ pub fn parse_shape(s: &str) -> Result<(usize, usize), String> {
 }
 
 pub fn parse_rule(s: &str) -> Result<AbbaRankRule, String> {
-    match s {
-        "half" => Ok(AbbaRankRule::Half),
-        "full" => Ok(AbbaRankRule::Full),
-        _ => s
-            .strip_prefix("split:")
-            .and_then(|r| r.parse().ok())
-            .map(|r1| AbbaRankRule::Split { r1 })
-            .ok_or_else(|| {
-                format!("unknown ABBA rank rule '{s}': use half, full or split:R1 (e.g. split:12)")
-            }),
-    }
+    s.parse().map_err(|e: abba::AbbaError| e.to_string())
 }
 
 pub fn run(args: BudgetArgs) -> Result<()> {

@@ -2,6 +2,10 @@
 //! library; errors travel up as `anyhow` with context and are printed as one line by `main`.
 
 mod budget_cmd;
+mod merge_cmd;
+mod report_cmd;
+mod reproduce_cmd;
+mod study_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +22,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Reproduce a figure of the ABBA paper (fig2: matrix reconstruction error vs rank).
+    Reproduce(reproduce_cmd::ReproduceArgs),
+    /// Run a reconstruction study from a TOML spec (resumable; --shard K/N for clusters).
+    Study(study_cmd::StudyArgs),
+    /// Join result files of a study's shards into one, dropping duplicate runs.
+    Merge(merge_cmd::MergeArgs),
+    /// Redraw a study's plots and summary.md from its results directory.
+    Report(report_cmd::ReportArgs),
     /// Equal-budget configurations of every method for one or more layer shapes.
     Budget(budget_cmd::BudgetArgs),
     /// (planned, issue 4) Fine-tune a Llama-family model with adapters.
@@ -32,6 +44,10 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Reproduce(args) => reproduce_cmd::run(args),
+        Command::Study(args) => study_cmd::run(args),
+        Command::Merge(args) => merge_cmd::run(args),
+        Command::Report(args) => report_cmd::run(args),
         Command::Budget(args) => budget_cmd::run(args),
         Command::Finetune | Command::Eval | Command::MergeAdapter | Command::Export => {
             anyhow::bail!(

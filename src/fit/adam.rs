@@ -1,0 +1,188 @@
+//! Full-batch Adam on the normalised objective ‖ΔW − T‖²/‖T‖², with warmup, decay and stop-on-plateau.
+
+use ndarray::{Array2, ArrayView2, Zip};
+use serde::{Deserialize, Serialize};
+
+use super::schedule::{Decay, lr_factor};
+use super::{CurveRecorder, FitOutcome, Fitted, Stop, diverged};
+use crate::linalg::Real;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdamSpec {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Maximum number of steps.
+    pub steps: usize,
+    /// Linear warmup steps.
+    pub warmup: usize,
+    pub decay: Decay,
+    /// Final learning rate as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Stop when the best objective improved by less than `plateau_tol` (relative) over this many steps; 0 = never.
+    pub patience: usize,
+    pub plateau_tol: f64,
+    /// Stop once the objective is below this.
+    pub target_objective: f64,
+}
+
+impl Default for AdamSpec {
+    fn default() -> Self {
+        AdamSpec {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            steps: 2000,
+            warmup: 0,
+            decay: Decay::Cosine,
+            min_lr_ratio: 0.01,
+            patience: 500,
+            plateau_tol: 1e-4,
+            target_objective: 0.0,
+        }
+    }
+}
+
+/// Adam's moment estimates for every factor.
+pub struct AdamState<T> {
+    m: Vec<Array2<T>>,
+    v: Vec<Array2<T>>,
+    t: i32,
+}
+
+impl<T: Real> AdamState<T> {
+    pub fn new(fitted: &Fitted<T>) -> Self {
+        let shapes: Vec<_> = fitted
+            .as_adapter()
+            .factors()
+            .iter()
+            .map(|f| f.dim())
+            .collect();
+        AdamState {
+            m: shapes.iter().map(|&s| Array2::zeros(s)).collect(),
+            v: shapes.iter().map(|&s| Array2::zeros(s)).collect(),
+            t: 0,
+        }
+    }
+
+    /// One Adam update of every factor with learning rate `lr`.
+    pub fn update(
+        &mut self,
+        fitted: &mut Fitted<T>,
+        grads: &[Array2<T>],
+        lr: f64,
+        spec: &AdamSpec,
+    ) {
+        self.t += 1;
+        let (b1, b2) = (T::of(spec.beta1), T::of(spec.beta2));
+        let (one_b1, one_b2) = (T::one() - b1, T::one() - b2);
+        let c1 = 1.0 - spec.beta1.powi(self.t);
+        let c2 = 1.0 - spec.beta2.powi(self.t);
+        // Folding the bias corrections into the step size and epsilon is PyTorch's formulation.
+        let step = T::of(lr / c1);
+        let eps = T::of(spec.eps);
+        let c2_sqrt = T::of(c2.sqrt());
+        for (((mut p, g), m), v) in fitted
+            .as_adapter_mut()
+            .factors_mut()
+            .into_iter()
+            .zip(grads)
+            .zip(&mut self.m)
+            .zip(&mut self.v)
+        {
+            Zip::from(&mut p)
+                .and(g)
+                .and(m)
+                .and(v)
+                .for_each(|p, &g, m, v| {
+                    *m = b1 * *m + one_b1 * g;
+                    *v = b2 * *v + one_b2 * g * g;
+                    *p = *p - step * *m / (v.sqrt() / c2_sqrt + eps);
+                });
+        }
+    }
+}
+
+/// One objective + gradient evaluation and one Adam update; returns the objective before the update.
+pub fn step<T: Real>(
+    fitted: &mut Fitted<T>,
+    state: &mut AdamState<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    lr: f64,
+    spec: &AdamSpec,
+) -> f64 {
+    let (objective, grads) = fitted.objective_and_grads(target, target_norm2);
+    if objective.is_finite() {
+        state.update(fitted, &grads, lr, spec);
+    }
+    objective
+}
+
+pub fn run<T: Real>(
+    fitted: &mut Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    spec: &AdamSpec,
+) -> FitOutcome {
+    let mut state = AdamState::new(fitted);
+    let mut curve = CurveRecorder::new();
+    let mut initial = f64::NAN;
+    let (mut best, mut best_at_check) = (f64::INFINITY, f64::INFINITY);
+    for k in 0..spec.steps {
+        let lr = spec.lr * lr_factor(k, spec.steps, spec.warmup, spec.decay, spec.min_lr_ratio);
+        let objective = step(fitted, &mut state, target, target_norm2, lr, spec);
+        if k == 0 {
+            initial = objective;
+        }
+        curve.observe(k, objective);
+        if let Some(reason) = diverged(objective, initial) {
+            return FitOutcome {
+                stop: Stop::Diverged,
+                steps: k + 1,
+                curve: curve.finish(k, objective),
+                reason,
+            };
+        }
+        best = best.min(objective);
+        if objective < spec.target_objective {
+            return FitOutcome {
+                stop: Stop::Converged,
+                steps: k + 1,
+                curve: curve.finish(k, objective),
+                reason: String::new(),
+            };
+        }
+        if spec.patience > 0 && k > 0 && k % spec.patience == 0 {
+            if best_at_check - best < spec.plateau_tol * best_at_check {
+                return FitOutcome {
+                    stop: Stop::Plateau,
+                    steps: k + 1,
+                    curve: curve.finish(k, objective),
+                    reason: String::new(),
+                };
+            }
+            best_at_check = best;
+        }
+    }
+    let (objective, _) = fitted.objective_and_grads(target, target_norm2);
+    let stop = if let Some(reason) = diverged(objective, initial) {
+        return FitOutcome {
+            stop: Stop::Diverged,
+            steps: spec.steps,
+            curve: curve.finish(spec.steps, objective),
+            reason,
+        };
+    } else {
+        Stop::MaxSteps
+    };
+    FitOutcome {
+        stop,
+        steps: spec.steps,
+        curve: curve.finish(spec.steps, objective),
+        reason: String::new(),
+    }
+}

@@ -1,0 +1,152 @@
+//! Alternating least squares: each factor in turn is set to the exact minimiser of
+//!
+//!     J(θ) = ‖T − ΔW(θ)‖²_F / ‖T‖²_F + λ·Σ‖factor‖²_F
+//!
+//! with the others fixed, so J never increases from one update to the next. ABBA's four factors, HiRA's two
+//! (weights W0) and LoRA's two are all row-wise weighted ridge problems ([`super::weighted_ls`]).
+
+use ndarray::{Array2, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use super::weighted_ls::solve_rows;
+use super::{CurveRecorder, FitOutcome, Fitted, Stop, diverged};
+use crate::error::{AbbaError, Result};
+use crate::linalg::{Real, frob2, gemm};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlsSpec {
+    /// Maximum number of sweeps (one sweep updates every factor once).
+    pub sweeps: usize,
+    /// λ in J: a ridge on every factor, relative to the normalised objective.
+    pub ridge: f64,
+    /// Stop when J improved by less than `plateau_tol` (relative) over `patience` sweeps; 0 = never.
+    pub patience: usize,
+    pub plateau_tol: f64,
+    /// Stop once the objective is below this.
+    pub target_objective: f64,
+}
+
+impl Default for AlsSpec {
+    fn default() -> Self {
+        AlsSpec {
+            sweeps: 200,
+            ridge: 1e-8,
+            patience: 20,
+            plateau_tol: 1e-5,
+            target_objective: 0.0,
+        }
+    }
+}
+
+/// J(θ): the normalised error plus the ridge term.
+pub fn regularised_objective<T: Real>(
+    fitted: &Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    ridge: f64,
+) -> f64 {
+    let a = fitted.as_adapter();
+    let error = frob2((a.delta() - &target).view()) / target_norm2;
+    let penalty: f64 = a.factors().iter().map(|f| frob2(f.view())).sum();
+    error + ridge * penalty
+}
+
+fn scaled<T: Real>(a: &Array2<T>, s: T) -> Array2<T> {
+    a * s
+}
+
+/// One sweep: every factor once, in order.
+pub fn sweep<T: Real>(
+    fitted: &mut Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    ridge: f64,
+) -> Result<()> {
+    // The solver works on the unnormalised residual, so the ridge scales by ‖T‖².
+    let lambda = ridge * target_norm2;
+    match fitted {
+        Fitted::Lora(l) => {
+            l.b = solve_rows(target, None, scaled(&l.a, l.scale).view(), lambda)?;
+            l.a = solve_rows(target.t(), None, scaled(&l.b, l.scale).t(), lambda)?.reversed_axes();
+        }
+        Fitted::Hira(h) => {
+            h.b = solve_rows(target, Some(h.w0.view()), h.a.view(), lambda)?;
+            h.a = solve_rows(target.t(), Some(h.w0.t()), h.b.t(), lambda)?.reversed_axes();
+        }
+        Fitted::Abba(a) => {
+            let w = gemm(a.b2.view(), a.a2.view()) * a.scale;
+            a.b1 = solve_rows(target, Some(w.view()), a.a1.view(), lambda)?;
+            a.a1 = solve_rows(target.t(), Some(w.t()), a.b1.t(), lambda)?.reversed_axes();
+            let w = gemm(a.b1.view(), a.a1.view()) * a.scale;
+            a.b2 = solve_rows(target, Some(w.view()), a.a2.view(), lambda)?;
+            a.a2 = solve_rows(target.t(), Some(w.t()), a.b2.t(), lambda)?.reversed_axes();
+        }
+        Fitted::Full(_) | Fitted::Chain(_) => {
+            return Err(AbbaError::InvalidArgument(
+                "ALS fits lora, hira and abba; use the svd solver for full and adam for abba chains".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn run<T: Real>(
+    fitted: &mut Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    spec: &AlsSpec,
+) -> Result<FitOutcome> {
+    let error = |f: &Fitted<T>| frob2((f.as_adapter().delta() - &target).view()) / target_norm2;
+    let mut curve = CurveRecorder::new();
+    let initial = error(fitted);
+    curve.push(0, initial);
+    let mut j_at_check = regularised_objective(fitted, target, target_norm2, spec.ridge);
+    for k in 1..=spec.sweeps {
+        if let Err(e) = sweep(fitted, target, target_norm2, spec.ridge) {
+            return Ok(FitOutcome {
+                stop: Stop::Diverged,
+                steps: k,
+                curve: curve.finish(k, f64::NAN),
+                reason: e.to_string(),
+            });
+        }
+        let objective = error(fitted);
+        curve.observe(k, objective);
+        if let Some(reason) = diverged(objective, initial) {
+            return Ok(FitOutcome {
+                stop: Stop::Diverged,
+                steps: k,
+                curve: curve.finish(k, objective),
+                reason,
+            });
+        }
+        if objective < spec.target_objective {
+            return Ok(FitOutcome {
+                stop: Stop::Converged,
+                steps: k,
+                curve: curve.finish(k, objective),
+                reason: String::new(),
+            });
+        }
+        if spec.patience > 0 && k % spec.patience == 0 {
+            let j = regularised_objective(fitted, target, target_norm2, spec.ridge);
+            if j_at_check - j < spec.plateau_tol * j_at_check {
+                return Ok(FitOutcome {
+                    stop: Stop::Plateau,
+                    steps: k,
+                    curve: curve.finish(k, objective),
+                    reason: String::new(),
+                });
+            }
+            j_at_check = j;
+        }
+    }
+    let objective = error(fitted);
+    Ok(FitOutcome {
+        stop: Stop::MaxSteps,
+        steps: spec.sweeps,
+        curve: curve.finish(spec.sweeps, objective),
+        reason: String::new(),
+    })
+}

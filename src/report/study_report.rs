@@ -1,0 +1,98 @@
+//! Everything drawn and written for a finished (or merged) study directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::summary::{panel_of, render};
+use super::{plot_convergence, plot_fig2, plot_spectra};
+use crate::study::record::{RunRecord, Status};
+use crate::study::store::{read_curve, read_records, read_spectrum, write_atomic};
+
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn series_label(r: &RunRecord) -> String {
+    let rule = if r.rule.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", r.rule)
+    };
+    format!("{}{rule} {}", r.method, r.solver)
+}
+
+/// Reads `dir/results.csv` and writes the Figure 2 plot (when its targets are there), convergence and spectra
+/// plots per target at the largest budget, and `summary.md`. Returns the paths written.
+pub fn write_study_reports(dir: &Path) -> Result<Vec<PathBuf>> {
+    let records = read_records(&dir.join("results.csv"))?;
+    let runs_dir = dir.join("runs");
+    let mut written = Vec::new();
+    if records
+        .iter()
+        .any(|r| r.status == Status::Ok && panel_of(&r.target).is_some())
+    {
+        let (png, svg) = (dir.join("fig2.png"), dir.join("fig2.svg"));
+        plot_fig2(&records, &png, Some(&svg)).context("drawing fig2")?;
+        written.extend([png, svg]);
+    }
+    let mut by_target: BTreeMap<&str, Vec<&RunRecord>> = BTreeMap::new();
+    for r in records.iter().filter(|r| r.status == Status::Ok) {
+        by_target.entry(&r.target).or_default().push(r);
+    }
+    for (target, runs) in by_target {
+        let top = runs.iter().map(|r| r.budget_rank).max().unwrap_or(0);
+        let at_top: Vec<&&RunRecord> = runs
+            .iter()
+            .filter(|r| r.budget_rank == top && r.seed == runs[0].seed)
+            .collect();
+        let curves: Vec<(String, Vec<_>)> = at_top
+            .iter()
+            .filter(|r| r.solver != "svd")
+            .map(|r| (series_label(r), read_curve(&runs_dir, &r.run_id)))
+            .filter(|(_, c)| !c.is_empty())
+            .collect();
+        if !curves.is_empty() {
+            let path = dir.join(format!("convergence-{}.png", file_safe(target)));
+            plot_convergence(
+                &format!("{target}: convergence at r = {top}"),
+                &curves,
+                &path,
+            )?;
+            written.push(path);
+        }
+        let spectra: Vec<(String, Vec<_>)> = at_top
+            .iter()
+            .map(|r| (series_label(r), read_spectrum(&runs_dir, &r.run_id)))
+            .filter(|(_, s)| !s.is_empty())
+            .collect();
+        if let Some((_, first)) = spectra.first() {
+            let target_sv: Vec<f64> = first.iter().map(|p| p.target).collect();
+            let fits: Vec<(String, Vec<f64>)> = spectra
+                .iter()
+                .map(|(l, s)| (l.clone(), s.iter().map(|p| p.fit).collect()))
+                .collect();
+            let path = dir.join(format!("spectra-{}.png", file_safe(target)));
+            plot_spectra(
+                &format!("{target}: singular values at r = {top}"),
+                &target_sv,
+                &fits,
+                &path,
+            )?;
+            written.push(path);
+        }
+    }
+    let summary = dir.join("summary.md");
+    write_atomic(&summary, render(&records).as_bytes())?;
+    written.push(summary);
+    Ok(written)
+}

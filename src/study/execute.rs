@@ -1,0 +1,267 @@
+//! Running one configuration: build (or reuse) its target, initialise, fit, measure.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use ndarray::Array2;
+
+use super::grid::RunConfig;
+use super::record::{CurvePoint, RunRecord, SpectrumPoint, Status};
+use super::spec::Dtype;
+use crate::budget::MethodConfig;
+use crate::error::{AbbaError, Result};
+use crate::fit::{FitOutcome, Fitted, SolverSpec, Stop, adam, als, oracle, start};
+use crate::linalg::{Real, Svd, frob2, svd_thin};
+use crate::metrics::{FitMetrics, evaluate, peak_rss_mib};
+use crate::rng::{derive, seeded};
+
+/// A target with what every fit of it needs: its SVD, its norm and the study's W0.
+pub struct PreparedTarget {
+    pub t: Array2<f64>,
+    pub svd: Svd<f64>,
+    pub norm2: f64,
+    pub w0: Option<Array2<f64>>,
+}
+
+type Slot = Arc<OnceLock<std::result::Result<Arc<PreparedTarget>, AbbaError>>>;
+
+/// Builds each (target, shape, W0, seed) once, however many runs and threads ask for it.
+#[derive(Default)]
+pub struct TargetCache {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl TargetCache {
+    pub fn get(&self, c: &RunConfig) -> Result<Arc<PreparedTarget>> {
+        let key = serde_json::to_string(&(&c.target, c.rows, c.cols, &c.w0, c.seed))
+            .expect("serialisable");
+        let slot = self
+            .slots
+            .lock()
+            .expect("cache lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        slot.get_or_init(|| prepare(c).map(Arc::new)).clone()
+    }
+}
+
+fn prepare(c: &RunConfig) -> Result<PreparedTarget> {
+    let shape = (c.rows, c.cols);
+    let w0 =
+        c.w0.as_ref()
+            .map(|spec| spec.build(shape, derive(c.seed, 2), None))
+            .transpose()?;
+    let t = c.target.build(shape, derive(c.seed, 1), w0.as_ref())?;
+    let svd = svd_thin(t.view())?;
+    let norm2 = frob2(t.view());
+    if norm2 == 0.0 {
+        return Err(AbbaError::InvalidArgument(format!(
+            "target {} is all zeros: nothing to fit",
+            c.target.name()
+        )));
+    }
+    Ok(PreparedTarget { t, svd, norm2, w0 })
+}
+
+/// What one run produced.
+pub struct RunOutput {
+    pub record: RunRecord,
+    pub curve: Vec<CurvePoint>,
+    pub spectrum: Vec<SpectrumPoint>,
+}
+
+fn fit<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<(Array2<f64>, FitOutcome)> {
+    let mut rng = seeded(derive(c.seed, 3));
+    let target: Array2<T> = p.t.mapv(T::of);
+    let exact = |f: Fitted<T>| {
+        let delta = f.as_adapter().delta().mapv(|x| x.f64());
+        let objective = crate::metrics::normalised_error(p.t.view(), delta.view());
+        let curve = vec![CurvePoint {
+            step: 0,
+            seconds: 0.0,
+            objective,
+        }];
+        (
+            delta,
+            FitOutcome {
+                stop: Stop::Exact,
+                steps: 0,
+                curve,
+                reason: String::new(),
+            },
+        )
+    };
+    let start = |rng: &mut _| {
+        start::initialise::<T, _>(
+            &c.method,
+            &p.svd,
+            p.w0.as_ref(),
+            &c.init,
+            c.abba_scale,
+            c.lora_scale,
+            rng,
+        )
+    };
+    let (fitted, outcome) = match (&c.solver, &c.method) {
+        (SolverSpec::Svd, MethodConfig::Lora { r }) => {
+            return Ok(exact(oracle::lora_from_svd(&p.svd, *r)?));
+        }
+        (SolverSpec::Svd, MethodConfig::Full) => return Ok(exact(oracle::full(&p.t)?)),
+        (SolverSpec::Svd, m) => {
+            return Err(AbbaError::InvalidArgument(format!(
+                "the svd solver has no closed form for {}",
+                m.label()
+            )));
+        }
+        (SolverSpec::Als(spec), _) => {
+            let mut f = start(&mut rng)?;
+            let outcome = als::run(&mut f, target.view(), p.norm2, spec)?;
+            (f, outcome)
+        }
+        (SolverSpec::Adam(spec), _) => {
+            let mut f = start(&mut rng)?;
+            let outcome = adam::run(&mut f, target.view(), p.norm2, spec);
+            (f, outcome)
+        }
+    };
+    Ok((fitted.as_adapter().delta().mapv(|x| x.f64()), outcome))
+}
+
+/// Runs one configuration. Never panics outward and never returns an error: failures become records.
+pub fn run_one(study: &str, c: &RunConfig, cache: &TargetCache) -> RunOutput {
+    let started = Instant::now();
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_> {
+        let p = cache.get(c)?;
+        let (delta, outcome) = match c.dtype {
+            Dtype::F32 => fit::<f32>(c, &p)?,
+            Dtype::F64 => fit::<f64>(c, &p)?,
+        };
+        let metrics = if outcome.stop == Stop::Diverged {
+            None
+        } else {
+            Some(evaluate(
+                p.t.view(),
+                &p.svd.s,
+                delta.view(),
+                c.dtype.epsilon(),
+            )?)
+        };
+        Ok((p, outcome, metrics))
+    }));
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut record = blank_record(study, c);
+    record.wall_s = wall_s;
+    record.peak_rss_mb = peak_rss_mib();
+    let (curve, spectrum) = match attempt {
+        Ok(Ok((p, outcome, metrics))) => {
+            record.steps = outcome.steps;
+            match metrics {
+                Some(m) => {
+                    record.status = Status::Ok;
+                    fill_metrics(&mut record, &m);
+                    let spectrum = p
+                        .svd
+                        .s
+                        .iter()
+                        .zip(m.fit_spectrum.iter())
+                        .enumerate()
+                        .map(|(index, (&target, &fit))| SpectrumPoint { index, target, fit })
+                        .collect();
+                    (outcome.curve, spectrum)
+                }
+                None => {
+                    record.status = Status::Diverged;
+                    record.reason = outcome.reason;
+                    (outcome.curve, Vec::new())
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            record.status = Status::Failed;
+            record.reason = e.to_string();
+            (Vec::new(), Vec::new())
+        }
+        Err(panic) => {
+            record.status = Status::Failed;
+            record.reason = format!(
+                "internal error (please report): {}",
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
+            );
+            (Vec::new(), Vec::new())
+        }
+    };
+    RunOutput {
+        record,
+        curve,
+        spectrum,
+    }
+}
+
+fn fill_metrics(r: &mut RunRecord, m: &FitMetrics) {
+    r.error = m.error;
+    r.rel_frob = m.rel_frob;
+    r.sv_error = m.sv_error;
+    r.stable_rank = m.stable_rank;
+    r.effective_rank = m.effective_rank;
+    r.numerical_rank = m.numerical_rank;
+}
+
+fn blank_record(study: &str, c: &RunConfig) -> RunRecord {
+    let (r1, r2) = match &c.method {
+        MethodConfig::Full => (0, 0),
+        MethodConfig::Lora { r } | MethodConfig::Hira { r } => (*r, 0),
+        MethodConfig::Abba { r1, r2 } => (*r1, *r2),
+        MethodConfig::AbbaChain { ranks } => (ranks[0], ranks.get(1).copied().unwrap_or(0)),
+    };
+    let (scale_convention, scale) = match &c.method {
+        MethodConfig::Abba { r1, r2 } => (
+            c.abba_scale.name().to_string(),
+            c.abba_scale.value(*r1, *r2),
+        ),
+        MethodConfig::AbbaChain { ranks } => (
+            c.abba_scale.name().to_string(),
+            c.abba_scale.value_for(ranks),
+        ),
+        MethodConfig::Lora { r } => (c.lora_scale.name().to_string(), c.lora_scale.value(*r)),
+        _ => (String::new(), 1.0),
+    };
+    RunRecord {
+        run_id: c.id(),
+        study: study.to_string(),
+        target: c.target.name(),
+        rows: c.rows,
+        cols: c.cols,
+        method: c.method.kind().name().to_string(),
+        rule: c.rule.clone().unwrap_or_default(),
+        budget_rank: c.budget_rank,
+        r1,
+        r2,
+        params: c.method.num_params((c.rows, c.cols)),
+        solver: c.solver.name().to_string(),
+        init: c.init.name(),
+        seed: c.seed,
+        dtype: c.dtype.name().to_string(),
+        scale_convention,
+        scale,
+        status: Status::Failed,
+        reason: String::new(),
+        error: f64::NAN,
+        rel_frob: f64::NAN,
+        sv_error: f64::NAN,
+        stable_rank: f64::NAN,
+        effective_rank: f64::NAN,
+        numerical_rank: 0,
+        steps: 0,
+        wall_s: 0.0,
+        peak_rss_mb: 0.0,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: env!("ABBA_GIT_COMMIT").to_string(),
+        config: c.json(),
+    }
+}

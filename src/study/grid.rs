@@ -1,0 +1,122 @@
+//! Expanding a study into fully resolved run configurations, each identified by a hash of itself.
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::{Dtype, StudySpec};
+use crate::adapter::MethodKind;
+use crate::adapter::scaling::{AbbaScale, LoraScale};
+use crate::budget::{Budget, MethodConfig, lora_rank_for, matched};
+use crate::error::Result;
+use crate::fit::SolverSpec;
+use crate::fit::start::FitInit;
+use crate::target::TargetSpec;
+
+/// Everything that determines a run's numbers. Its JSON is hashed into the run id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub target: TargetSpec,
+    pub rows: usize,
+    pub cols: usize,
+    pub w0: Option<TargetSpec>,
+    pub method: MethodConfig,
+    /// The ABBA rule that produced `method`, if any.
+    pub rule: Option<String>,
+    pub budget_rank: usize,
+    pub solver: SolverSpec,
+    pub init: FitInit,
+    pub seed: u64,
+    pub dtype: Dtype,
+    pub abba_scale: AbbaScale,
+    pub lora_scale: LoraScale,
+}
+
+impl RunConfig {
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("a run configuration always serialises")
+    }
+
+    /// 64-bit FNV-1a of the JSON, as 16 hex digits: stable across versions, platforms and runs.
+    pub fn id(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.json().bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// All runs of a study, in a fixed order (targets, seeds, budgets, methods, rules, solvers).
+pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
+    let budgets: Vec<Budget> = if spec.params.is_empty() {
+        spec.ranks.iter().map(|&r| Budget::LoraRank(r)).collect()
+    } else {
+        spec.params.iter().map(|&p| Budget::Params(p)).collect()
+    };
+    let rules = spec.rules()?;
+    let mut runs = Vec::new();
+    for target in &spec.targets {
+        // Loaded targets bring their own shape; budgets are resolved against it.
+        let shape = if target.is_loaded() {
+            target.build((0, 0), 0, None)?.dim()
+        } else {
+            (spec.rows, spec.cols)
+        };
+        for &seed in &spec.seeds {
+            let mut push = |method: MethodConfig, rule: Option<String>, budget_rank: usize| {
+                for entry in &spec.solvers {
+                    let kind = method.kind();
+                    let allowed = entry.methods.as_ref().is_none_or(|m| m.contains(&kind));
+                    if allowed && entry.solver.supports(kind) {
+                        runs.push(RunConfig {
+                            target: target.clone(),
+                            rows: shape.0,
+                            cols: shape.1,
+                            w0: spec.w0.clone(),
+                            method: method.clone(),
+                            rule: rule.clone(),
+                            budget_rank,
+                            solver: entry.solver.clone(),
+                            init: spec.init.clone(),
+                            seed,
+                            dtype: spec.dtype,
+                            abba_scale: spec.abba_scale,
+                            lora_scale: spec.lora_scale,
+                        });
+                    }
+                }
+            };
+            for &budget in &budgets {
+                let r = lora_rank_for(budget, shape)?;
+                for &kind in &spec.methods {
+                    match kind {
+                        MethodKind::Abba => {
+                            for rule in &rules {
+                                push(matched(kind, budget, *rule, shape)?, Some(rule.name()), r);
+                            }
+                        }
+                        MethodKind::AbbaChain => {}
+                        _ => push(matched(kind, budget, rules[0], shape)?, None, r),
+                    }
+                }
+            }
+            for ranks in &spec.chains {
+                let method = MethodConfig::AbbaChain {
+                    ranks: ranks.clone(),
+                };
+                method.validate(shape)?;
+                push(method, None, ranks.iter().sum());
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// Shard `k` of `n` (0-based): every n-th run starting at k, so shards stay balanced across the grid.
+pub fn shard(runs: Vec<RunConfig>, k: usize, n: usize) -> Vec<RunConfig> {
+    runs.into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % n == k)
+        .map(|(_, r)| r)
+        .collect()
+}

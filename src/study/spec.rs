@@ -1,0 +1,164 @@
+//! Study specifications (`experiments/*.toml`): a grid over targets × methods × budgets × ABBA rank rules ×
+//! solvers × seeds.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::MethodKind;
+use crate::adapter::scaling::{AbbaScale, LoraScale};
+use crate::budget::AbbaRankRule;
+use crate::error::{AbbaError, Result};
+use crate::fit::SolverSpec;
+use crate::fit::start::FitInit;
+use crate::target::TargetSpec;
+
+/// Working precision of the fits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    #[default]
+    F32,
+    F64,
+}
+
+impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+        }
+    }
+    pub fn epsilon(self) -> f64 {
+        match self {
+            Dtype::F32 => f32::EPSILON as f64,
+            Dtype::F64 => f64::EPSILON,
+        }
+    }
+}
+
+/// A solver, optionally restricted to some methods.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SolverEntry {
+    #[serde(flatten)]
+    pub solver: SolverSpec,
+    /// Methods this solver is used for (default: every method it supports).
+    #[serde(default)]
+    pub methods: Option<Vec<MethodKind>>,
+}
+
+/// One study, as written in TOML.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudySpec {
+    pub name: String,
+    /// Shape of synthetic targets.
+    pub rows: usize,
+    pub cols: usize,
+    pub targets: Vec<TargetSpec>,
+    pub methods: Vec<MethodKind>,
+    /// Budgets as LoRA ranks r (r·(m+n) parameters) …
+    #[serde(default)]
+    pub ranks: Vec<usize>,
+    /// … or as parameter counts.
+    #[serde(default)]
+    pub params: Vec<usize>,
+    /// ABBA rank rules: "half", "full", "split:R1".
+    #[serde(default = "default_rules")]
+    pub abba_rules: Vec<String>,
+    /// Explicit ABBA chains (rank lists), fitted in addition to the budgeted methods.
+    #[serde(default)]
+    pub chains: Vec<Vec<usize>>,
+    pub solvers: Vec<SolverEntry>,
+    #[serde(default = "default_init")]
+    pub init: FitInit,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// The "pretrained" W0 that HiRA, hira-structured targets and the paper init use.
+    #[serde(default)]
+    pub w0: Option<TargetSpec>,
+    #[serde(default = "default_abba_scale")]
+    pub abba_scale: AbbaScale,
+    #[serde(default = "default_lora_scale")]
+    pub lora_scale: LoraScale,
+}
+
+fn default_rules() -> Vec<String> {
+    vec!["half".into()]
+}
+fn default_init() -> FitInit {
+    FitInit::TargetSvd { noise: 0.01 }
+}
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+/// In a pure fit the scale only reparametrises; s = 1 keeps the factors O(1).
+fn default_abba_scale() -> AbbaScale {
+    AbbaScale::Explicit { scale: 1.0 }
+}
+fn default_lora_scale() -> LoraScale {
+    LoraScale::Explicit { scale: 1.0 }
+}
+
+impl StudySpec {
+    /// Parses TOML; errors carry the line and column.
+    pub fn from_toml(text: &str, origin: &str) -> Result<StudySpec> {
+        let spec: StudySpec = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    (
+                        before.lines().count().max(1),
+                        before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                    )
+                })
+                .unwrap_or((0, 0));
+            let message = e.message().replace('\n', " ");
+            AbbaError::Format {
+                path: format!("{origin}:{line}:{col}"),
+                format: "study TOML",
+                message,
+            }
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn load(path: &Path) -> Result<StudySpec> {
+        let text = std::fs::read_to_string(path).map_err(|e| AbbaError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn rules(&self) -> Result<Vec<AbbaRankRule>> {
+        self.abba_rules.iter().map(|r| r.parse()).collect()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(AbbaError::InvalidArgument(m));
+        if self.targets.is_empty() {
+            return bad("the study lists no targets: add at least one [[targets]] table".into());
+        }
+        if self.solvers.is_empty() {
+            return bad("the study lists no solvers: add at least one [[solvers]] table".into());
+        }
+        if self.ranks.is_empty() && self.params.is_empty() && self.chains.is_empty() {
+            return bad(
+                "the study gives no budget: set `ranks = [...]` or `params = [...]`".into(),
+            );
+        }
+        if !self.ranks.is_empty() && !self.params.is_empty() {
+            return bad("give either `ranks` or `params`, not both".into());
+        }
+        if self.seeds.is_empty() {
+            return bad("`seeds` is empty: give at least one seed".into());
+        }
+        self.rules()?;
+        Ok(())
+    }
+}

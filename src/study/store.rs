@@ -1,0 +1,265 @@
+//! Where results live. `results.csv` only ever grows by whole rows: each row is one `write` on a file opened for
+//! appending, followed by `fsync`, so a killed sweep leaves at worst a torn last line, which the next open cuts
+//! off. Per-run curve and spectrum files are written to a temporary name and renamed into place.
+
+use std::collections::HashSet;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::record::{CurvePoint, RunRecord, SpectrumPoint};
+use crate::error::{AbbaError, Result};
+
+fn io_err(path: &Path, e: std::io::Error) -> AbbaError {
+    AbbaError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io_err(path, e))
+}
+
+fn to_csv<S: Serialize>(rows: &[S], header: bool) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(header)
+        .from_writer(Vec::new());
+    for row in rows {
+        w.serialize(row).expect("records serialise to CSV");
+    }
+    w.into_inner().expect("writing to memory cannot fail")
+}
+
+fn header() -> Vec<u8> {
+    // serde-generated header: serialise a dummy-free header by taking the first line of a one-row CSV.
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    w.write_record(header_fields()).expect("in memory");
+    w.into_inner().expect("in memory")
+}
+
+/// Column names of `results.csv`, in order.
+pub fn header_fields() -> Vec<&'static str> {
+    vec![
+        "run_id",
+        "study",
+        "target",
+        "rows",
+        "cols",
+        "method",
+        "rule",
+        "budget_rank",
+        "r1",
+        "r2",
+        "params",
+        "solver",
+        "init",
+        "seed",
+        "dtype",
+        "scale_convention",
+        "scale",
+        "status",
+        "reason",
+        "error",
+        "rel_frob",
+        "sv_error",
+        "stable_rank",
+        "effective_rank",
+        "numerical_rank",
+        "steps",
+        "wall_s",
+        "peak_rss_mb",
+        "crate_version",
+        "git_commit",
+        "config",
+    ]
+}
+
+/// Reads every complete record of a results file (missing file = none).
+pub fn read_records(path: &Path) -> Result<Vec<RunRecord>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    // A torn last line (no newline) is an interrupted append: not a record.
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(complete.as_bytes());
+    let fields: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_err(path, e))?
+        .iter()
+        .map(String::from)
+        .collect();
+    if !fields.is_empty() && fields != header_fields() {
+        return Err(AbbaError::Format {
+            path: path.display().to_string(),
+            format: "results CSV",
+            message: "its columns differ from this version's schema (docs/records.md): write to a new directory".into(),
+        });
+    }
+    reader
+        .deserialize()
+        .map(|r| r.map_err(|e| csv_err(path, e)))
+        .collect()
+}
+
+fn csv_err(path: &Path, e: csv::Error) -> AbbaError {
+    let line = e
+        .position()
+        .map_or(String::new(), |p| format!("line {}: ", p.line()));
+    AbbaError::Format {
+        path: path.display().to_string(),
+        format: "results CSV",
+        message: format!("{line}{e}"),
+    }
+}
+
+/// An append-only results file and its per-run artifacts directory.
+pub struct ResultsStore {
+    pub csv: PathBuf,
+    pub runs_dir: PathBuf,
+}
+
+impl ResultsStore {
+    /// Opens (creating if needed) `dir/<file_name>`, cutting off a torn last line. Returns the finished records.
+    pub fn open(dir: &Path, file_name: &str) -> Result<(ResultsStore, Vec<RunRecord>)> {
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let csv = dir.join(file_name);
+        let store = ResultsStore {
+            csv: csv.clone(),
+            runs_dir: dir.join("runs"),
+        };
+        match fs::read(&csv) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(&csv, &header())?,
+            Err(e) => return Err(io_err(&csv, e)),
+            Ok(bytes) if bytes.is_empty() => write_atomic(&csv, &header())?,
+            Ok(bytes) if !bytes.ends_with(b"\n") => {
+                let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&csv)
+                    .map_err(|e| io_err(&csv, e))?;
+                f.set_len(keep as u64)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| io_err(&csv, e))?;
+                if keep == 0 {
+                    write_atomic(&csv, &header())?;
+                }
+            }
+            Ok(_) => {}
+        }
+        let records = read_records(&csv)?;
+        Ok((store, records))
+    }
+
+    /// Appends one record as a single write, then syncs it to disk.
+    pub fn append(&self, record: &RunRecord) -> Result<()> {
+        let row = to_csv(std::slice::from_ref(record), false);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&self.csv)
+            .map_err(|e| io_err(&self.csv, e))?;
+        f.write_all(&row)
+            .and_then(|_| f.sync_data())
+            .map_err(|e| io_err(&self.csv, e))
+    }
+
+    /// Drops the rows of `ids` (for `--force`), rewriting the file atomically.
+    pub fn remove(&self, ids: &HashSet<String>) -> Result<()> {
+        let kept: Vec<RunRecord> = read_records(&self.csv)?
+            .into_iter()
+            .filter(|r| !ids.contains(&r.run_id))
+            .collect();
+        let mut bytes = header();
+        bytes.extend(to_csv(&kept, false));
+        write_atomic(&self.csv, &bytes)
+    }
+
+    /// Writes a run's convergence curve and spectra (before its row, so a row always has its files).
+    pub fn write_artifacts(
+        &self,
+        run_id: &str,
+        curve: &[CurvePoint],
+        spectrum: &[SpectrumPoint],
+    ) -> Result<()> {
+        let dir = self.runs_dir.join(run_id);
+        write_atomic(&dir.join("curve.csv"), &to_csv(curve, true))?;
+        if !spectrum.is_empty() {
+            write_atomic(&dir.join("spectrum.csv"), &to_csv(spectrum, true))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a run's curve (empty if it has none).
+pub fn read_curve(runs_dir: &Path, run_id: &str) -> Vec<CurvePoint> {
+    read_rows(&runs_dir.join(run_id).join("curve.csv"))
+}
+
+/// Reads a run's spectra (empty if it has none).
+pub fn read_spectrum(runs_dir: &Path, run_id: &str) -> Vec<SpectrumPoint> {
+    read_rows(&runs_dir.join(run_id).join("spectrum.csv"))
+}
+
+fn read_rows<D: serde::de::DeserializeOwned>(path: &Path) -> Vec<D> {
+    csv::Reader::from_path(path)
+        .map(|mut r| r.deserialize().filter_map(|x| x.ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Joins result files (e.g. the shards of one study) into `out`, one row per run id; the first occurrence wins.
+/// Returns (rows written, duplicates dropped).
+pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<(usize, usize)> {
+    let mut seen = HashSet::new();
+    let mut rows = Vec::new();
+    let mut dropped = 0;
+    for input in inputs {
+        if !input.exists() {
+            return Err(AbbaError::Io {
+                path: input.display().to_string(),
+                message: "no such file".into(),
+            });
+        }
+        for r in read_records(input)? {
+            if seen.insert(r.run_id.clone()) {
+                rows.push(r)
+            } else {
+                dropped += 1
+            }
+        }
+    }
+    let mut bytes = header();
+    bytes.extend(to_csv(&rows, false));
+    write_atomic(out, &bytes)?;
+    Ok((rows.len(), dropped))
+}

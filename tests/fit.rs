@@ -1,0 +1,208 @@
+//! Solvers against closed forms and planted structure.
+
+mod common;
+
+use abba::adapter::scaling::{AbbaScale, LoraScale};
+use abba::budget::MethodConfig;
+use abba::fit::als::{AlsSpec, regularised_objective, sweep};
+use abba::fit::start::{FitInit, initialise};
+use abba::fit::{Fitted, adam, als, oracle};
+use abba::linalg::{frob2, svd_thin};
+use abba::metrics::normalised_error;
+use abba::target::TargetSpec;
+use ndarray::Array2;
+
+fn start(
+    config: &MethodConfig,
+    t: &Array2<f64>,
+    w0: Option<&Array2<f64>>,
+    init: FitInit,
+    seed: u64,
+) -> Fitted<f64> {
+    let svd = svd_thin(t.view()).unwrap();
+    let scale = AbbaScale::Explicit { scale: 1.0 };
+    initialise(
+        config,
+        &svd,
+        w0,
+        &init,
+        scale,
+        LoraScale::Explicit { scale: 1.0 },
+        &mut common::rng(seed),
+    )
+    .unwrap()
+}
+
+fn error_of(f: &Fitted<f64>, t: &Array2<f64>) -> f64 {
+    normalised_error(t.view(), f.as_adapter().delta().view())
+}
+
+#[test]
+fn lora_svd_on_orthogonal_and_low_rank_targets_follows_the_closed_forms() {
+    // Every singular value of an orthogonal matrix is 1: error 1 − r/n. A flat rank-k target: 1 − r/k.
+    let (n, k) = (1024, 128);
+    let orth = TargetSpec::Orthogonal.build((n, n), 1, None).unwrap();
+    let low = TargetSpec::LowRank { rank: k }
+        .build((n, n), 2, None)
+        .unwrap();
+    for (t, denom) in [(&orth, n), (&low, k)] {
+        let svd = svd_thin(t.view()).unwrap();
+        for r in [8, 40, 72] {
+            let fit: Fitted<f64> = oracle::lora_from_svd(&svd, r).unwrap();
+            let err = error_of(&fit, t);
+            let expected = 1.0 - r as f64 / denom as f64;
+            assert!((err - expected).abs() < 1e-4, "r={r}: {err} vs {expected}");
+        }
+    }
+}
+
+#[test]
+fn abba_recovers_an_abba_structured_target_and_lora_of_the_same_budget_cannot() {
+    let (m, n, r1, r2) = (60, 48, 3, 4);
+    let t = TargetSpec::AbbaStructured { r1, r2 }
+        .build((m, n), 5, None)
+        .unwrap();
+    let norm2 = frob2(t.view());
+    let spec = AlsSpec {
+        sweeps: 500,
+        patience: 0,
+        target_objective: 1e-9,
+        ..Default::default()
+    };
+    // Non-convex: a few seeded restarts from random starts are allowed.
+    let best = (0..4)
+        .map(|seed| {
+            let mut f = start(
+                &MethodConfig::Abba { r1, r2 },
+                &t,
+                None,
+                FitInit::Random { std: 0.5 },
+                seed,
+            );
+            als::run(&mut f, t.view(), norm2, &spec).unwrap();
+            error_of(&f, &t)
+        })
+        .fold(f64::INFINITY, f64::min);
+    assert!(best < 1e-6, "ABBA reached only {best:e}");
+    let lora: Fitted<f64> = oracle::lora_from_svd(&svd_thin(t.view()).unwrap(), r1 + r2).unwrap();
+    assert!(
+        error_of(&lora, &t) > 1e-3,
+        "LoRA of rank r1+r2 should not fit a rank-r1·r2 target"
+    );
+}
+
+#[test]
+fn hira_recovers_a_hira_structured_target() {
+    let (m, n, r) = (50, 40, 3);
+    let w0 = TargetSpec::Gaussian.build((m, n), 7, None).unwrap();
+    let t = TargetSpec::HiraStructured { rank: r }
+        .build((m, n), 8, Some(&w0))
+        .unwrap();
+    let mut f = start(
+        &MethodConfig::Hira { r },
+        &t,
+        Some(&w0),
+        FitInit::Random { std: 0.5 },
+        1,
+    );
+    let spec = AlsSpec {
+        sweeps: 300,
+        patience: 0,
+        target_objective: 1e-10,
+        ..Default::default()
+    };
+    als::run(&mut f, t.view(), frob2(t.view()), &spec).unwrap();
+    assert!(
+        error_of(&f, &t) < 1e-6,
+        "HiRA reached only {:e}",
+        error_of(&f, &t)
+    );
+}
+
+#[test]
+fn als_never_increases_its_objective() {
+    let (m, n) = (40, 32);
+    let t = TargetSpec::Random.build((m, n), 9, None).unwrap();
+    let w0 = TargetSpec::Gaussian.build((m, n), 10, None).unwrap();
+    let norm2 = frob2(t.view());
+    let ridge = 1e-6;
+    let configs = [
+        MethodConfig::Abba { r1: 3, r2: 5 },
+        MethodConfig::Hira { r: 4 },
+        MethodConfig::Lora { r: 4 },
+    ];
+    for config in configs {
+        for init in [
+            FitInit::Random { std: 0.3 },
+            FitInit::TargetSvd { noise: 0.1 },
+        ] {
+            let mut f = start(&config, &t, Some(&w0), init.clone(), 2);
+            let mut previous = regularised_objective(&f, t.view(), norm2, ridge);
+            for k in 0..30 {
+                sweep(&mut f, t.view(), norm2, ridge).unwrap();
+                let j = regularised_objective(&f, t.view(), norm2, ridge);
+                assert!(
+                    j <= previous * (1.0 + 1e-12),
+                    "{config:?} {init:?} sweep {k}: {previous} → {j}"
+                );
+                previous = j;
+            }
+        }
+    }
+}
+
+#[test]
+fn adam_on_a_lora_fit_approaches_the_svd_optimum() {
+    let (m, n, r) = (48, 40, 4);
+    let t = TargetSpec::PowerLaw { exponent: 1.0 }
+        .build((m, n), 11, None)
+        .unwrap();
+    let optimum = error_of(
+        &oracle::lora_from_svd::<f64>(&svd_thin(t.view()).unwrap(), r).unwrap(),
+        &t,
+    );
+    let mut f = start(
+        &MethodConfig::Lora { r },
+        &t,
+        None,
+        FitInit::Random { std: 0.1 },
+        3,
+    );
+    let spec = adam::AdamSpec {
+        steps: 4000,
+        lr: 1e-2,
+        patience: 0,
+        ..Default::default()
+    };
+    let out = adam::run(&mut f, t.view(), frob2(t.view()), &spec);
+    let reached = error_of(&f, &t);
+    assert!(
+        reached - optimum < 1e-3,
+        "Adam {reached} vs optimum {optimum} after {} steps",
+        out.steps
+    );
+    assert!(
+        reached >= optimum - 1e-9,
+        "no rank-{r} fit can beat Eckart–Young"
+    );
+}
+
+#[test]
+fn adam_with_a_huge_learning_rate_reports_divergence() {
+    let t = TargetSpec::Random.build((20, 16), 12, None).unwrap();
+    let mut f = start(
+        &MethodConfig::Abba { r1: 2, r2: 2 },
+        &t,
+        None,
+        FitInit::Random { std: 1.0 },
+        4,
+    );
+    let spec = adam::AdamSpec {
+        steps: 200,
+        lr: 1e6,
+        patience: 0,
+        ..Default::default()
+    };
+    let out = adam::run(&mut f, t.view(), frob2(t.view()), &spec);
+    assert_eq!(out.stop, abba::fit::Stop::Diverged, "{out:?}");
+}
