@@ -41,7 +41,7 @@ pub enum AbbaError {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    #[error("cannot read {path}: {message}")]
+    #[error("cannot access {path}: {message}")]
     Io { path: String, message: String },
 
     #[error("{path} is not a usable {format} file: {message}")]

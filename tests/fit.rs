@@ -58,25 +58,26 @@ fn lora_svd_on_orthogonal_and_low_rank_targets_follows_the_closed_forms() {
 
 #[test]
 fn abba_recovers_an_abba_structured_target_and_lora_of_the_same_budget_cannot() {
-    let (m, n, r1, r2) = (60, 48, 3, 4);
+    // Rank r1·r2 = 9 against LoRA's r1 + r2 = 6 at the same budget. The fit is non-convex with spurious local
+    // minima (most random starts stall near 0.1–0.2), so a few seeded restarts are allowed, as the issue says.
+    let (m, n, r1, r2) = (120, 100, 3, 3);
     let t = TargetSpec::AbbaStructured { r1, r2 }
         .build((m, n), 5, None)
         .unwrap();
     let norm2 = frob2(t.view());
     let spec = AlsSpec {
-        sweeps: 500,
+        sweeps: 2000,
         patience: 0,
         target_objective: 1e-9,
         ..Default::default()
     };
-    // Non-convex: a few seeded restarts from random starts are allowed.
     let best = (0..4)
         .map(|seed| {
             let mut f = start(
                 &MethodConfig::Abba { r1, r2 },
                 &t,
                 None,
-                FitInit::Random { std: 0.5 },
+                FitInit::Random { std: 0.01 },
                 seed,
             );
             als::run(&mut f, t.view(), norm2, &spec).unwrap();

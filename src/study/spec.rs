@@ -159,6 +159,12 @@ impl StudySpec {
             return bad("`seeds` is empty: give at least one seed".into());
         }
         self.rules()?;
+        let needs_w0 = self.methods.contains(&MethodKind::Hira)
+            || self.targets.iter().any(TargetSpec::needs_w0)
+            || (self.init == FitInit::Paper && self.methods.contains(&MethodKind::Abba));
+        if needs_w0 && self.w0.is_none() {
+            return bad("HiRA, hira-structured targets and the paper init need a W0: add `w0 = { kind = \"gaussian\" }`".into());
+        }
         Ok(())
     }
 }
