@@ -19,6 +19,7 @@
 //! ```
 
 pub mod adapter;
+pub mod bench;
 pub mod budget;
 pub mod error;
 pub mod fit;

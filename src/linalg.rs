@@ -167,21 +167,23 @@ impl<T: Real> Svd<T> {
     }
 }
 
-fn check_finite<T: Real>(a: &ArrayView2<'_, T>, what: &'static str) -> Result<(), AbbaError> {
-    if a.iter().all(|x| x.is_finite()) {
-        Ok(())
-    } else {
-        Err(AbbaError::NonFinite { what })
+/// A matrix a factorisation can take: non-empty and finite. Returns its shape.
+fn check_input<T: Real>(
+    a: &ArrayView2<'_, T>,
+    what: &'static str,
+) -> Result<(usize, usize), AbbaError> {
+    if !a.iter().all(|x| x.is_finite()) {
+        return Err(AbbaError::NonFinite { what });
+    }
+    match a.dim() {
+        (m, n) if m == 0 || n == 0 => Err(AbbaError::EmptyMatrix { rows: m, cols: n }),
+        shape => Ok(shape),
     }
 }
 
 /// Exact thin SVD (k = min(m, n) triplets).
 pub fn svd_thin<T: Real>(a: ArrayView2<'_, T>) -> Result<Svd<T>, AbbaError> {
-    check_finite(&a, "matrix passed to the SVD")?;
-    let (m, n) = a.dim();
-    if m == 0 || n == 0 {
-        return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
-    }
+    let (m, n) = check_input(&a, "matrix passed to the SVD")?;
     let svd = as_faer(&a)
         .thin_svd()
         .map_err(|e| AbbaError::NoConvergence {
@@ -204,11 +206,7 @@ pub fn svd_truncated<T: Real>(a: ArrayView2<'_, T>, r: usize) -> Result<Svd<T>, 
 
 /// Thin QR: `a = Q·R`, Q m×k with orthonormal columns, R k×n upper triangular, k = min(m, n).
 pub fn qr_thin<T: Real>(a: ArrayView2<'_, T>) -> Result<(Array2<T>, Array2<T>), AbbaError> {
-    check_finite(&a, "matrix passed to QR")?;
-    let (m, n) = a.dim();
-    if m == 0 || n == 0 {
-        return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
-    }
+    check_input(&a, "matrix passed to QR")?;
     let qr = as_faer(&a).qr();
     let q = to_ndarray(qr.compute_thin_Q().as_ref());
     let r = to_ndarray(qr.thin_R());
@@ -228,9 +226,8 @@ pub fn svd_randomized<T: Real, R: Rng + ?Sized>(
     niter: usize,
     rng: &mut R,
 ) -> Result<Svd<T>, AbbaError> {
-    let (m, n) = a.dim();
-    check_rank(q, (m, n))?;
-    check_finite(&a, "matrix passed to the randomized SVD")?;
+    check_rank(q, a.dim())?;
+    let (_, n) = check_input(&a, "matrix passed to the randomized SVD")?;
     let sketch = Array2::from_shape_fn((n, q), |_| {
         let x: f64 = StandardNormal.sample(rng);
         T::of(x)
@@ -283,11 +280,7 @@ pub fn frob2<T: Real>(a: ArrayView2<'_, T>) -> f64 {
 
 /// Singular values only (descending).
 pub fn singular_values<T: Real>(a: ArrayView2<'_, T>) -> Result<Array1<T>, AbbaError> {
-    check_finite(&a, "matrix passed to the SVD")?;
-    let (m, n) = a.dim();
-    if m == 0 || n == 0 {
-        return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
-    }
+    let (m, n) = check_input(&a, "matrix passed to the SVD")?;
     let s = as_faer(&a)
         .singular_values()
         .map_err(|e| AbbaError::NoConvergence {

@@ -1,6 +1,8 @@
 //! The study runner end to end, through the `abba` binary: reproduction, determinism, kill-and-resume, shards,
 //! divergence and bad input.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -337,7 +339,7 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
     // A NaN in a loaded target.
     let dir = scratch("nan");
     let npy = dir.join("t.npy");
-    write_npy_f64(
+    common::write_npy_f64(
         &npy,
         4,
         3,
@@ -382,20 +384,4 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
     // A spec file that does not exist.
     let o = run(abba().args(["study", "/nonexistent/spec.toml"]));
     assert!(!o.status.success() && stderr(&o).contains("/nonexistent/spec.toml"));
-}
-
-fn write_npy_f64(path: &Path, rows: usize, cols: usize, values: &[f64]) {
-    let mut header =
-        format!("{{'descr': '<f8', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    for v in values {
-        bytes.extend(v.to_le_bytes());
-    }
-    std::fs::write(path, bytes).unwrap();
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use abba::AbbaError;
 use abba::target::TargetSpec;
-use common::{naive_matmul, numerical_rank, rel_err};
+use common::{naive_matmul, npy_bytes, numerical_rank, rel_err};
 use ndarray::Array2;
 
 #[test]
@@ -129,24 +129,6 @@ fn grey_png_loads_as_a_matrix_in_unit_range() {
     let m = TargetSpec::Image { path }.build((0, 0), 0, None).unwrap();
     assert_eq!(m.dim(), (5, 7));
     assert_eq!(m[(2, 3)], (3.0 * 30.0 + 2.0) / 255.0);
-}
-
-fn npy_bytes(descr: &str, fortran: bool, shape: (usize, usize), data: &[u8]) -> Vec<u8> {
-    let mut header = format!(
-        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': ({}, {}), }}",
-        if fortran { "True" } else { "False" },
-        shape.0,
-        shape.1
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    bytes.extend(data);
-    bytes
 }
 
 #[test]

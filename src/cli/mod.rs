@@ -1,6 +1,7 @@
 //! The `abba` command line: argument parsing and dispatch. Each subcommand lives in its own file and calls the
 //! library; errors travel up as `anyhow` with context and are printed as one line by `main`.
 
+mod bench_cmd;
 mod budget_cmd;
 mod merge_cmd;
 mod report_cmd;
@@ -30,6 +31,8 @@ pub enum Command {
     Merge(merge_cmd::MergeArgs),
     /// Redraw a study's plots and summary.md from its results directory.
     Report(report_cmd::ReportArgs),
+    /// Time one Adam step and one ALS sweep of an ABBA fit beside PyTorch, and write CSV.
+    Bench(bench_cmd::BenchArgs),
     /// Equal-budget configurations of every method for one or more layer shapes.
     Budget(budget_cmd::BudgetArgs),
     /// (planned, issue 4) Fine-tune a Llama-family model with adapters.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Study(args) => study_cmd::run(args),
         Command::Merge(args) => merge_cmd::run(args),
         Command::Report(args) => report_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
         Command::Budget(args) => budget_cmd::run(args),
         Command::Finetune | Command::Eval | Command::MergeAdapter | Command::Export => {
             anyhow::bail!(

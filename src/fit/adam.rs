@@ -100,7 +100,7 @@ impl<T: Real> AdamState<T> {
                 .for_each(|p, &g, m, v| {
                     *m = b1 * *m + one_b1 * g;
                     *v = b2 * *v + one_b2 * g * g;
-                    *p = *p - step * *m / (v.sqrt() / c2_sqrt + eps);
+                    *p -= step * *m / (v.sqrt() / c2_sqrt + eps);
                 });
         }
     }

@@ -1,6 +1,8 @@
 //! Alternating least squares: each factor in turn is set to the exact minimiser of
 //!
-//!     J(θ) = ‖T − ΔW(θ)‖²_F / ‖T‖²_F + λ·Σ‖factor‖²_F
+//! ```text
+//! J(θ) = ‖T − ΔW(θ)‖²_F / ‖T‖²_F + λ·Σ‖factor‖²_F
+//! ```
 //!
 //! with the others fixed, so J never increases from one update to the next. ABBA's four factors, HiRA's two
 //! (weights W0) and LoRA's two are all row-wise weighted ridge problems ([`super::weighted_ls`]).
@@ -47,7 +49,7 @@ pub fn regularised_objective<T: Real>(
     ridge: f64,
 ) -> f64 {
     let a = fitted.as_adapter();
-    let error = frob2((a.delta() - &target).view()) / target_norm2;
+    let error = frob2((a.delta() - target).view()) / target_norm2;
     let penalty: f64 = a.factors().iter().map(|f| frob2(f.view())).sum();
     error + ridge * penalty
 }
@@ -97,7 +99,7 @@ pub fn run<T: Real>(
     target_norm2: f64,
     spec: &AlsSpec,
 ) -> Result<FitOutcome> {
-    let error = |f: &Fitted<T>| frob2((f.as_adapter().delta() - &target).view()) / target_norm2;
+    let error = |f: &Fitted<T>| frob2((f.as_adapter().delta() - target).view()) / target_norm2;
     let mut curve = CurveRecorder::new();
     let initial = error(fitted);
     curve.push(0, initial);

@@ -91,7 +91,7 @@ impl<T: Real> Fitted<T> {
             return abba_objective_and_grads(a, target, target_norm2);
         }
         let adapter = self.as_adapter();
-        let residual = adapter.delta() - &target;
+        let residual = adapter.delta() - target;
         let objective = crate::linalg::frob2(residual.view()) / target_norm2;
         let g = residual * T::of(2.0 / target_norm2);
         (

@@ -1,7 +1,9 @@
 //! The least-squares step every alternating solver is built from: with all other factors fixed, the rows of one
 //! factor solve independent weighted ridge problems
 //!
-//!     b_i = argmin_b ‖t_i − (b·A) ⊙ w_i‖² + λ‖b‖²,
+//! ```text
+//! b_i = argmin_b ‖t_i − (b·A) ⊙ w_i‖² + λ‖b‖²,
+//! ```
 //!
 //! i.e. (A·diag(w_i²)·Aᵀ + λI)·b_i = A·(w_i ⊙ t_i). All m Gram matrices come out of one GEMM against the
 //! packed symmetric Khatri–Rao square of A, so the cost is one m×n×r(r+1)/2 product plus m small Cholesky solves.

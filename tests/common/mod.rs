@@ -69,3 +69,26 @@ pub fn numerical_rank(a: &Array2<f64>) -> usize {
     let tol = s[0] * a.nrows().max(a.ncols()) as f64 * f64::EPSILON * 10.0;
     s.iter().filter(|&&x| x > tol).count()
 }
+
+/// A `.npy` file (format 1.0) with the given dtype descriptor, order, shape and raw little-endian data.
+pub fn npy_bytes(descr: &str, fortran: bool, shape: (usize, usize), data: &[u8]) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({}, {}), }}",
+        shape.0, shape.1
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+pub fn write_npy_f64(path: &std::path::Path, rows: usize, cols: usize, values: &[f64]) {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, npy_bytes("<f8", false, (rows, cols), &data)).unwrap();
+}
