@@ -51,6 +51,7 @@ pub struct AdamState<T> {
     m: Vec<Array2<T>>,
     v: Vec<Array2<T>>,
     t: i32,
+    workspace: super::Workspace<T>,
 }
 
 impl<T: Real> AdamState<T> {
@@ -65,6 +66,7 @@ impl<T: Real> AdamState<T> {
             m: shapes.iter().map(|&s| Array2::zeros(s)).collect(),
             v: shapes.iter().map(|&s| Array2::zeros(s)).collect(),
             t: 0,
+            workspace: super::Workspace::default(),
         }
     }
 
@@ -115,7 +117,8 @@ pub fn step<T: Real>(
     lr: f64,
     spec: &AdamSpec,
 ) -> f64 {
-    let (objective, grads) = fitted.objective_and_grads(target, target_norm2);
+    let (objective, grads) =
+        fitted.objective_and_grads_in(target, target_norm2, &mut state.workspace);
     if objective.is_finite() {
         state.update(fitted, &grads, lr, spec);
     }

@@ -87,8 +87,19 @@ impl<T: Real> Fitted<T> {
         target: ArrayView2<'_, T>,
         target_norm2: f64,
     ) -> (f64, Vec<Array2<T>>) {
+        self.objective_and_grads_in(target, target_norm2, &mut Workspace::default())
+    }
+
+    /// As [`Fitted::objective_and_grads`], reusing `ws`'s m×n buffers from step to step (fresh m×n allocations
+    /// cost page faults that, on a small VM, took longer than the arithmetic).
+    pub fn objective_and_grads_in(
+        &self,
+        target: ArrayView2<'_, T>,
+        target_norm2: f64,
+        ws: &mut Workspace<T>,
+    ) -> (f64, Vec<Array2<T>>) {
         if let Fitted::Abba(a) = self {
-            return abba_objective_and_grads(a, target, target_norm2);
+            return abba_objective_and_grads(a, target, target_norm2, ws);
         }
         let adapter = self.as_adapter();
         let residual = adapter.delta() - target;
@@ -103,31 +114,69 @@ impl<T: Real> Fitted<T> {
     }
 }
 
-/// ABBA's hot path: one fused pass over (P, Q, T) gives the objective and both Hadamard-weighted gradients of ΔW,
-/// so a step costs the six GEMMs and a single sweep over the m×n arrays.
+/// m×n scratch arrays reused across the steps of a fit.
+#[derive(Default)]
+pub struct Workspace<T> {
+    p: Array2<T>,
+    q: Array2<T>,
+    gq: Array2<T>,
+    gp: Array2<T>,
+}
+
+impl<T: Real> Workspace<T> {
+    fn fit(&mut self, shape: (usize, usize)) {
+        for buf in [&mut self.p, &mut self.q, &mut self.gq, &mut self.gp] {
+            if buf.dim() != shape {
+                *buf = Array2::zeros(shape);
+            }
+        }
+    }
+}
+
+/// ABBA's hot path: P and Q into reused buffers, then one fused pass over (P, Q, T) for the objective and both
+/// Hadamard-weighted gradients of ΔW, then four thin GEMMs.
 fn abba_objective_and_grads<T: Real>(
     a: &Abba<T>,
     target: ArrayView2<'_, T>,
     target_norm2: f64,
+    ws: &mut Workspace<T>,
 ) -> (f64, Vec<Array2<T>>) {
-    let (p, q) = a.pair_products();
-    let s = a.scale;
-    let c = T::of(2.0 / target_norm2) * s;
-    let mut gq = Array2::<T>::zeros(p.raw_dim());
-    let mut gp = Array2::<T>::zeros(p.raw_dim());
-    let mut sum = 0.0f64;
-    ndarray::Zip::from(&mut gq)
-        .and(&mut gp)
-        .and(&p)
-        .and(&q)
-        .and(&target)
-        .for_each(|gq, gp, &p, &q, &t| {
-            let r = s * p * q - t;
-            sum += r.f64() * r.f64();
-            let g = c * r;
-            *gq = g * q;
-            *gp = g * p;
-        });
+    use rayon::prelude::*;
+    ws.fit(target.dim());
+    crate::linalg::gemm_into(ws.p.view_mut(), false, a.b1.view(), a.a1.view(), T::one());
+    crate::linalg::gemm_into(ws.q.view_mut(), false, a.b2.view(), a.a2.view(), T::one());
+    let target = target.as_standard_layout();
+    let (s, c) = (a.scale, T::of(2.0 / target_norm2) * a.scale);
+    let n = target.ncols().max(1);
+    let contiguous = "workspace buffers are contiguous";
+    let (ps, qs) = (
+        ws.p.as_slice().expect(contiguous),
+        ws.q.as_slice().expect(contiguous),
+    );
+    let ts = target.as_slice().expect("standard layout");
+    // Rows in parallel, each row's squared residual summed on its own (in f64), then the row sums added in
+    // order: the objective does not depend on the thread count.
+    let row_sums: Vec<f64> = ws
+        .gq
+        .as_slice_mut()
+        .expect(contiguous)
+        .par_chunks_mut(n)
+        .zip(ws.gp.as_slice_mut().expect(contiguous).par_chunks_mut(n))
+        .zip(ps.par_chunks(n).zip(qs.par_chunks(n)).zip(ts.par_chunks(n)))
+        .map(|((gq, gp), ((p, q), t))| {
+            let mut acc = 0.0f64;
+            for k in 0..gq.len() {
+                let r = s * p[k] * q[k] - t[k];
+                acc += (r * r).f64();
+                let g = c * r;
+                gq[k] = g * q[k];
+                gp[k] = g * p[k];
+            }
+            acc
+        })
+        .collect();
+    let sum: f64 = row_sums.iter().sum();
+    let (gq, gp) = (&ws.gq, &ws.gp);
     let grads = vec![
         crate::linalg::gemm(gq.view(), a.a1.t()),
         crate::linalg::gemm(a.b1.t(), gq.view()),

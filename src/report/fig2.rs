@@ -225,7 +225,7 @@ where
 {
     root.fill(&WHITE)?;
     let body = root.margin(6, 0, 0, 0).titled(
-        "Matrix reconstruction at equal parameter budget — lines: our runs (mean over seeds), hollow markers: paper \
+        "Matrix reconstruction error against the budget rank r — lines: our runs (mean over seeds), hollow markers: paper \
          Figure 2",
         (FAMILY, TITLE_PX).into_font().color(&BLACK),
     )?;

@@ -19,6 +19,8 @@ fn ok(records: &[RunRecord]) -> impl Iterator<Item = &RunRecord> {
         .filter(|r| r.status == Status::Ok && r.error.is_finite())
 }
 
+type DeltaStepsSeconds = (f64, f64, f64);
+
 /// Mean over seeds of (error, steps, seconds) for one (target, method, rule, solver, budget rank).
 type Key = (String, String, String, String, usize);
 
@@ -166,6 +168,43 @@ pub fn render(records: &[RunRecord]) -> String {
         }
     }
 
+    if !fig2_targets.is_empty() {
+        let _ = writeln!(out, "### Distance to the paper's ABBA values\n");
+        let _ = writeln!(
+            out,
+            "Over every (panel, r) point that both have; Δ = ours − paper.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| rule | solver | points | mean Δ | min Δ | max Δ | mean steps | mean seconds |\n|---|---|---|---|---|---|---|---|"
+        );
+        // (rule, solver) → [(Δ, steps, seconds)]
+        let mut groups: BTreeMap<(String, String), Vec<DeltaStepsSeconds>> = BTreeMap::new();
+        for ((target, method, rule, solver, r), (error, steps, secs, _)) in &avg {
+            let paper = panel_of(target).and_then(|p| paper_value(p, *r, "abba"));
+            if let (true, Some(p)) = (method == "abba", paper) {
+                groups
+                    .entry((rule.clone(), solver.clone()))
+                    .or_default()
+                    .push((error - p, *steps, *secs));
+            }
+        }
+        for ((rule, solver), d) in &groups {
+            let n = d.len() as f64;
+            let mean = |f: fn(&(f64, f64, f64)) -> f64| d.iter().map(f).sum::<f64>() / n;
+            let min = d.iter().map(|x| x.0).fold(f64::INFINITY, f64::min);
+            let max = d.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max);
+            let _ = writeln!(
+                out,
+                "| {rule} | {solver} | {} | {:+.3} | {min:+.3} | {max:+.3} | {:.0} | {:.1} |",
+                d.len(),
+                mean(|x| x.0),
+                mean(|x| x.1),
+                mean(|x| x.2)
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "## Every solver\n");
     let _ = writeln!(
         out,
