@@ -127,7 +127,7 @@ where
         .label_style((FAMILY, TICK_PX))
         .axis_desc_style((FAMILY, AXIS_DESC_PX))
         .x_label_formatter(&|x| short(*x))
-        .y_label_formatter(&|y| format!("{y:.0e}"))
+        .y_label_formatter(&|y| super::style::log_tick(*y))
         .light_line_style(BLACK.mix(0.05))
         .bold_line_style(BLACK.mix(0.15))
         .draw()?;

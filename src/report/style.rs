@@ -127,10 +127,22 @@ pub(crate) fn log_bounds(values: impl IntoIterator<Item = f64>) -> Option<(f64, 
         return None;
     }
     if hi / lo < 10.0 {
-        let mid = (lo * hi).sqrt();
-        return Some((mid / 10f64.sqrt() / 1.5, mid * 10f64.sqrt() * 1.5));
+        // Less than a decade: start at the power of ten below, so the axis has labelled sub-decade ticks
+        // (plotters draws those upwards from a power of ten) without stretching the curves over decades.
+        // (×0.999: plotters finds its first tick by ceil(log10(start)), which rounds 0.1 up to 1.)
+        return Some((10f64.powf((lo / 1.05).log10().floor()) * 0.999, hi * 1.15));
     }
     Some((lo / 1.5, hi * 1.5))
+}
+
+/// Tick text for a log axis: plain decimals where they are short, scientific notation elsewhere.
+pub(crate) fn log_tick(y: f64) -> String {
+    if (1e-3..1e4).contains(&y.abs()) {
+        let text = format!("{y:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{y:.0e}")
+    }
 }
 
 /// `147456` → `"147,456"`: parameter counts in legends are read by eye.
@@ -162,7 +174,7 @@ mod tests {
     #[test]
     fn log_bounds_widen_flat_series() {
         let (lo, hi) = log_bounds([0.5, 0.5]).unwrap();
-        assert!(lo < 0.5 && hi > 0.5 && hi / lo >= 10.0);
+        assert!(lo < 0.5 && hi > 0.5);
         assert!(log_bounds([0.0, f64::NAN]).is_none());
     }
 
