@@ -246,6 +246,38 @@ fn shards_merge_into_the_whole_study() {
 }
 
 #[test]
+fn force_reruns_every_run_without_duplicating_rows() {
+    let dir = scratch("force");
+    let spec = write_spec(&dir, SMALL);
+    let out = dir.join("out");
+    let csv = out.join("results.csv");
+    let first = run(abba()
+        .arg("study")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .arg("--no-report"));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before = read_records(&csv).unwrap();
+    let again = run(abba()
+        .arg("study")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .args(["--no-report", "--force"]));
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 already done"));
+    let after = read_records(&csv).unwrap();
+    let ids: HashSet<&str> = after.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!((after.len(), ids.len()), (before.len(), before.len()));
+    assert_eq!(
+        deterministic_rows(&after),
+        deterministic_rows(&before),
+        "a re-run computes the same numbers"
+    );
+}
+
+#[test]
 fn a_diverging_run_is_recorded_and_the_sweep_goes_on() {
     let dir = scratch("diverge");
     let spec = write_spec(&dir, &SMALL.replace("steps = 60", "steps = 60\nlr = 1e6"));
