@@ -29,8 +29,6 @@ pub enum SolverSpec {
 }
 
 impl SolverSpec {
-    pub const KINDS: [&'static str; 3] = ["svd", "als", "adam"];
-
     pub fn name(&self) -> &'static str {
         match self {
             SolverSpec::Svd => "svd",

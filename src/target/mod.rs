@@ -55,20 +55,6 @@ fn default_density() -> f64 {
 }
 
 impl TargetSpec {
-    pub const KINDS: [&'static str; 11] = [
-        "orthogonal",
-        "low-rank",
-        "sparse",
-        "random",
-        "gaussian",
-        "power-law",
-        "abba-structured",
-        "hira-structured",
-        "safetensors",
-        "image",
-        "npy",
-    ];
-
     /// A short, stable name used in records and plots (prefix = the kind).
     pub fn name(&self) -> String {
         let file = |p: &PathBuf| {
