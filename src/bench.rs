@@ -76,8 +76,9 @@ pub fn adam_step_ms(p: &mut AbbaProblem, warmup: usize, iters: usize) -> f64 {
 pub fn als_sweep_ms(p: &mut AbbaProblem, warmup: usize, iters: usize) -> f64 {
     let (target, norm2) = (p.target.view(), p.norm2);
     let fitted = &mut p.fitted;
+    let mut scratch = als::AlsScratch::default();
     time_ms(warmup, iters, || {
-        als::sweep(fitted, target, norm2, 1e-8).expect("well-posed sweep");
+        als::sweep_with(&mut scratch, fitted, target, norm2, 1e-8).expect("well-posed sweep");
     })
 }
 

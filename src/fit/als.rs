@@ -10,7 +10,7 @@
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use super::weighted_ls::solve_rows;
+use super::weighted_ls::{Scratch, solve_rows_with};
 use super::{CurveRecorder, FitOutcome, Fitted, Stop, diverged};
 use crate::error::{AbbaError, Result};
 use crate::linalg::{Real, frob2, gemm};
@@ -58,6 +58,13 @@ fn scaled<T: Real>(a: &Array2<T>, s: T) -> Array2<T> {
     a * s
 }
 
+/// Buffers for the row solves (B factors) and the column solves (A factors), kept across sweeps.
+#[derive(Default)]
+pub struct AlsScratch<T> {
+    rows: Scratch<T>,
+    cols: Scratch<T>,
+}
+
 /// One sweep: every factor once, in order.
 pub fn sweep<T: Real>(
     fitted: &mut Fitted<T>,
@@ -65,24 +72,46 @@ pub fn sweep<T: Real>(
     target_norm2: f64,
     ridge: f64,
 ) -> Result<()> {
+    sweep_with(
+        &mut AlsScratch::default(),
+        fitted,
+        target,
+        target_norm2,
+        ridge,
+    )
+}
+
+/// As [`sweep`], reusing `scratch` between sweeps.
+pub fn sweep_with<T: Real>(
+    scratch: &mut AlsScratch<T>,
+    fitted: &mut Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    ridge: f64,
+) -> Result<()> {
     // The solver works on the unnormalised residual, so the ridge scales by ‖T‖².
     let lambda = ridge * target_norm2;
+    let AlsScratch { rows, cols } = scratch;
     match fitted {
         Fitted::Lora(l) => {
-            l.b = solve_rows(target, None, scaled(&l.a, l.scale).view(), lambda)?;
-            l.a = solve_rows(target.t(), None, scaled(&l.b, l.scale).t(), lambda)?.reversed_axes();
+            l.b = solve_rows_with(rows, target, None, scaled(&l.a, l.scale).view(), lambda)?;
+            l.a = solve_rows_with(cols, target.t(), None, scaled(&l.b, l.scale).t(), lambda)?
+                .reversed_axes();
         }
         Fitted::Hira(h) => {
-            h.b = solve_rows(target, Some(h.w0.view()), h.a.view(), lambda)?;
-            h.a = solve_rows(target.t(), Some(h.w0.t()), h.b.t(), lambda)?.reversed_axes();
+            h.b = solve_rows_with(rows, target, Some(h.w0.view()), h.a.view(), lambda)?;
+            h.a =
+                solve_rows_with(cols, target.t(), Some(h.w0.t()), h.b.t(), lambda)?.reversed_axes();
         }
         Fitted::Abba(a) => {
             let w = gemm(a.b2.view(), a.a2.view()) * a.scale;
-            a.b1 = solve_rows(target, Some(w.view()), a.a1.view(), lambda)?;
-            a.a1 = solve_rows(target.t(), Some(w.t()), a.b1.t(), lambda)?.reversed_axes();
+            a.b1 = solve_rows_with(rows, target, Some(w.view()), a.a1.view(), lambda)?;
+            a.a1 =
+                solve_rows_with(cols, target.t(), Some(w.t()), a.b1.t(), lambda)?.reversed_axes();
             let w = gemm(a.b1.view(), a.a1.view()) * a.scale;
-            a.b2 = solve_rows(target, Some(w.view()), a.a2.view(), lambda)?;
-            a.a2 = solve_rows(target.t(), Some(w.t()), a.b2.t(), lambda)?.reversed_axes();
+            a.b2 = solve_rows_with(rows, target, Some(w.view()), a.a2.view(), lambda)?;
+            a.a2 =
+                solve_rows_with(cols, target.t(), Some(w.t()), a.b2.t(), lambda)?.reversed_axes();
         }
         Fitted::Full(_) | Fitted::Chain(_) => {
             return Err(AbbaError::InvalidArgument(
@@ -101,11 +130,12 @@ pub fn run<T: Real>(
 ) -> Result<FitOutcome> {
     let error = |f: &Fitted<T>| frob2((f.as_adapter().delta() - target).view()) / target_norm2;
     let mut curve = CurveRecorder::new();
+    let mut scratch = AlsScratch::default();
     let initial = error(fitted);
     curve.push(0, initial);
     let mut j_at_check = regularised_objective(fitted, target, target_norm2, spec.ridge);
     for k in 1..=spec.sweeps {
-        if let Err(e) = sweep(fitted, target, target_norm2, spec.ridge) {
+        if let Err(e) = sweep_with(&mut scratch, fitted, target, target_norm2, spec.ridge) {
             return Ok(FitOutcome {
                 stop: Stop::Diverged,
                 steps: k,

@@ -14,17 +14,6 @@ use rayon::prelude::*;
 use crate::error::{AbbaError, Result};
 use crate::linalg::{Real, gemm};
 
-/// Rows `p·r + q` (p ≤ q, packed) of A ⊙ A: `K[(p,q), j] = A[p, j]·A[q, j]`.
-fn packed_self_khatri_rao<T: Real>(a: ArrayView2<'_, T>) -> (Array2<T>, Vec<(usize, usize)>) {
-    let (r, n) = a.dim();
-    let pairs: Vec<(usize, usize)> = (0..r).flat_map(|p| (p..r).map(move |q| (p, q))).collect();
-    let k = Array2::from_shape_fn((pairs.len(), n), |(row, j)| {
-        let (p, q) = pairs[row];
-        a[(p, j)] * a[(q, j)]
-    });
-    (k, pairs)
-}
-
 /// In-place Cholesky solve of a small SPD system (f64). Returns false when the matrix is not positive definite.
 fn cholesky_solve(g: &mut [f64], b: &mut [f64], r: usize) -> bool {
     for j in 0..r {
@@ -62,8 +51,35 @@ fn cholesky_solve(g: &mut [f64], b: &mut [f64], r: usize) -> bool {
     true
 }
 
+/// m×n and m×r(r+1)/2 buffers reused from one solve to the next (fresh large allocations cost page faults that,
+/// on a small VM, rival the arithmetic).
+#[derive(Default)]
+pub struct Scratch<T> {
+    k: Array2<T>,
+    w2: Array2<T>,
+    wt: Array2<T>,
+    grams: Array2<T>,
+}
+
+fn reshape<T: Real>(buf: &mut Array2<T>, shape: (usize, usize)) {
+    if buf.dim() != shape {
+        *buf = Array2::zeros(shape);
+    }
+}
+
 /// Solves every row's weighted ridge problem; returns B (m×r). `weights = None` means all ones.
 pub fn solve_rows<T: Real>(
+    target: ArrayView2<'_, T>,
+    weights: Option<ArrayView2<'_, T>>,
+    a: ArrayView2<'_, T>,
+    lambda: f64,
+) -> Result<Array2<T>> {
+    solve_rows_with(&mut Scratch::default(), target, weights, a, lambda)
+}
+
+/// As [`solve_rows`], reusing `scratch`'s buffers.
+pub fn solve_rows_with<T: Real>(
+    scratch: &mut Scratch<T>,
     target: ArrayView2<'_, T>,
     weights: Option<ArrayView2<'_, T>>,
     a: ArrayView2<'_, T>,
@@ -76,25 +92,40 @@ pub fn solve_rows<T: Real>(
         n,
         "solve_rows: A must have as many columns as the target"
     );
+    let pairs: Vec<(usize, usize)> = (0..r).flat_map(|p| (p..r).map(move |q| (p, q))).collect();
     // Per-row Gram matrices, packed: G[i, (p,q)] = Σ_j w_ij² A[p,j] A[q,j]; and right-hand sides.
-    let (grams, rhs, pairs) = match weights {
+    let rhs = match weights {
         Some(w) => {
             assert_eq!(w.dim(), (m, n), "solve_rows: weights must match the target");
-            let (k, pairs) = packed_self_khatri_rao(a);
-            let w2 = w.mapv(|x| x * x);
-            let grams = gemm(w2.view(), k.t());
-            let wt = &w * &target;
-            (grams, gemm(wt.view(), a.t()), pairs)
+            let Scratch { k, w2, wt, grams } = scratch;
+            reshape(k, (pairs.len(), n));
+            for (row, &(p, q)) in pairs.iter().enumerate() {
+                ndarray::Zip::from(k.row_mut(row))
+                    .and(a.row(p))
+                    .and(a.row(q))
+                    .for_each(|k, &x, &y| *k = x * y);
+            }
+            reshape(w2, (m, n));
+            ndarray::Zip::from(&mut *w2)
+                .and(&w)
+                .for_each(|o, &x| *o = x * x);
+            reshape(grams, (m, pairs.len()));
+            crate::linalg::gemm_into(grams.view_mut(), false, w2.view(), k.t(), T::one());
+            reshape(wt, (m, n));
+            ndarray::Zip::from(&mut *wt)
+                .and(&w)
+                .and(&target)
+                .for_each(|o, &x, &t| *o = x * t);
+            gemm(wt.view(), a.t())
         }
         None => {
             // Unweighted: one Gram matrix shared by every row.
             let g = gemm(a, a.t());
-            let pairs: Vec<(usize, usize)> =
-                (0..r).flat_map(|p| (p..r).map(move |q| (p, q))).collect();
-            let packed = Array2::from_shape_fn((1, pairs.len()), |(_, c)| g[pairs[c]]);
-            (packed, gemm(target, a.t()), pairs)
+            scratch.grams = Array2::from_shape_fn((1, pairs.len()), |(_, c)| g[pairs[c]]);
+            gemm(target, a.t())
         }
     };
+    let grams = &scratch.grams;
     let shared = grams.nrows() == 1;
     let rows: Vec<Option<Vec<T>>> = (0..m)
         .into_par_iter()
