@@ -82,40 +82,21 @@ fn rules_and_budgets_resolve_as_documented() {
 
 #[test]
 fn infeasible_budgets_are_errors() {
+    let infeasible = |kind, budget| matched(kind, budget, AbbaRankRule::Half, (64, 64)).is_err();
     assert!(
-        matched(
-            MethodKind::Lora,
-            Budget::Params(100),
-            AbbaRankRule::Half,
-            (64, 64)
-        )
-        .is_err()
+        infeasible(MethodKind::Lora, Budget::Params(100)),
+        "less than one rank's m + n"
     );
     assert!(
-        matched(
-            MethodKind::Full,
-            Budget::Params(100),
-            AbbaRankRule::Half,
-            (64, 64)
-        )
-        .is_err()
+        infeasible(MethodKind::Full, Budget::Params(100)),
+        "less than m·n"
     );
     assert!(
-        matched(
-            MethodKind::Abba,
-            Budget::LoraRank(1),
-            AbbaRankRule::Half,
-            (64, 64)
-        )
-        .is_err()
+        infeasible(MethodKind::Abba, Budget::LoraRank(1)),
+        "half of r = 1 leaves r2 = 0"
     );
     assert!(
-        matched(
-            MethodKind::Lora,
-            Budget::LoraRank(65),
-            AbbaRankRule::Half,
-            (64, 64)
-        )
-        .is_err()
+        infeasible(MethodKind::Lora, Budget::LoraRank(65)),
+        "rank above min(m, n)"
     );
 }

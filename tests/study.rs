@@ -33,6 +33,13 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("the abba binary runs")
 }
 
+/// `abba study SPEC --out OUT EXTRA...`
+fn study(spec: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = abba();
+    cmd.arg("study").arg(spec).arg("--out").arg(out).args(extra);
+    cmd
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -132,13 +139,7 @@ fn same_spec_and_seed_give_identical_rows_at_any_thread_count() {
     let mut rows = Vec::new();
     for threads in ["1", "2"] {
         let out = dir.join(format!("t{threads}"));
-        let o = run(abba()
-            .arg("study")
-            .arg(&spec)
-            .arg("--out")
-            .arg(&out)
-            .arg("--no-report")
-            .env("RAYON_NUM_THREADS", threads));
+        let o = run(study(&spec, &out, &["--no-report"]).env("RAYON_NUM_THREADS", threads));
         assert!(o.status.success(), "{}", stderr(&o));
         rows.push(deterministic_rows(
             &read_records(&out.join("results.csv")).unwrap(),
@@ -158,14 +159,7 @@ fn a_killed_sweep_resumes_with_no_duplicate_or_missing_row() {
     let spec = write_spec(&dir, &spec_text);
     let out = dir.join("out");
     let csv = out.join("results.csv");
-    let mut child = abba()
-        .arg("study")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .arg("--no-report")
-        .spawn()
-        .unwrap();
+    let mut child = study(&spec, &out, &["--no-report"]).spawn().unwrap();
     let started = Instant::now();
     loop {
         let rows = read_records(&csv).map(|r| r.len()).unwrap_or(0);
@@ -185,12 +179,7 @@ fn a_killed_sweep_resumes_with_no_duplicate_or_missing_row() {
         .unwrap()
         .write_all(b"deadbeef,small,orth")
         .unwrap();
-    let o = run(abba()
-        .arg("study")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .arg("--no-report"));
+    let o = run(&mut study(&spec, &out, &["--no-report"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let records = read_records(&csv).unwrap();
     let planned =
@@ -214,12 +203,7 @@ fn shards_merge_into_the_whole_study() {
     let spec = write_spec(&dir, SMALL);
     let out = dir.join("out");
     for k in ["0/3", "1/3", "2/3"] {
-        let o = run(abba()
-            .arg("study")
-            .arg(&spec)
-            .arg("--out")
-            .arg(&out)
-            .args(["--shard", k]));
+        let o = run(&mut study(&spec, &out, &["--shard", k]));
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let merged = out.join("results.csv");
@@ -231,12 +215,7 @@ fn shards_merge_into_the_whole_study() {
         .arg("--report"));
     assert!(o.status.success(), "{}", stderr(&o));
     let whole = dir.join("whole");
-    let o = run(abba()
-        .arg("study")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&whole)
-        .arg("--no-report"));
+    let o = run(&mut study(&spec, &whole, &["--no-report"]));
     assert!(o.status.success());
     assert_eq!(
         deterministic_rows(&read_records(&merged).unwrap()),
@@ -251,20 +230,10 @@ fn force_reruns_every_run_without_duplicating_rows() {
     let spec = write_spec(&dir, SMALL);
     let out = dir.join("out");
     let csv = out.join("results.csv");
-    let first = run(abba()
-        .arg("study")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .arg("--no-report"));
+    let first = run(&mut study(&spec, &out, &["--no-report"]));
     assert!(first.status.success(), "{}", stderr(&first));
     let before = read_records(&csv).unwrap();
-    let again = run(abba()
-        .arg("study")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .args(["--no-report", "--force"]));
+    let again = run(&mut study(&spec, &out, &["--no-report", "--force"]));
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 already done"));
     let after = read_records(&csv).unwrap();
@@ -282,12 +251,7 @@ fn a_diverging_run_is_recorded_and_the_sweep_goes_on() {
     let dir = scratch("diverge");
     let spec = write_spec(&dir, &SMALL.replace("steps = 60", "steps = 60\nlr = 1e6"));
     let out = dir.join("out");
-    let o = run(abba()
-        .arg("study")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .arg("--no-report"));
+    let o = run(&mut study(&spec, &out, &["--no-report"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let records = read_records(&out.join("results.csv")).unwrap();
     let adam: Vec<&RunRecord> = records.iter().filter(|r| r.solver == "adam").collect();
@@ -310,7 +274,7 @@ fn refused(name: &str, spec_text: &str, out: Option<PathBuf>) -> String {
     let dir = scratch(name);
     let spec = write_spec(&dir, spec_text);
     let out = out.unwrap_or_else(|| dir.join("out"));
-    let o = run(abba().arg("study").arg(&spec).arg("--out").arg(&out));
+    let o = run(&mut study(&spec, &out, &[]));
     let err = stderr(&o);
     assert!(!o.status.success(), "{name}: accepted");
     assert_eq!(
