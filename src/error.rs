@@ -51,12 +51,33 @@ pub enum AbbaError {
         message: String,
     },
 
+    #[error("{path}:{line}: {message}")]
+    Data {
+        path: String,
+        line: usize,
+        message: String,
+    },
+
+    #[error("unsupported {what}: {message}")]
+    Unsupported { what: String, message: String },
+
+    #[error("tensor backend: {0}")]
+    Backend(String),
+
     #[error("unknown {what} '{name}': valid names are {}", valid.join(", "))]
     UnknownName {
         what: &'static str,
         name: String,
         valid: Vec<String>,
     },
+}
+
+impl From<candle_core::Error> for AbbaError {
+    fn from(e: candle_core::Error) -> Self {
+        // candle's messages can span lines (backtraces); keep the first so errors stay one line.
+        let text = e.to_string();
+        AbbaError::Backend(text.lines().next().unwrap_or("unknown error").to_string())
+    }
 }
 
 pub type Result<T, E = AbbaError> = std::result::Result<T, E>;

@@ -22,6 +22,7 @@ pub mod adapter;
 pub mod bench;
 pub mod budget;
 pub mod error;
+pub mod finetune;
 pub mod fit;
 pub mod linalg;
 pub mod metrics;

@@ -1,0 +1,108 @@
+//! Puts freshly initialised adapters on the chosen projections of a model, using the same initialisations as the
+//! matrix studies ([`crate::adapter::init`]), and counts parameters the way PEFT reports them.
+
+use std::fmt;
+
+use candle_core::Var;
+
+use super::config::{AdapterConfig, MethodSpec};
+use crate::adapter::init::{InitOptions, init_abba, init_hira, init_lora};
+use crate::error::{AbbaError, Result};
+use crate::finetune::bridge::{from_array, to_array};
+use crate::finetune::layers::AdapterWeights;
+use crate::finetune::model::Llama;
+use crate::rng::{derive, seeded};
+
+/// Trainable and total parameters, printed like PEFT's `print_trainable_parameters`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamCount {
+    pub trainable: usize,
+    pub total: usize,
+}
+
+impl fmt::Display for ParamCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "trainable params: {} || all params: {} || trainable%: {:.4}",
+            self.trainable,
+            self.total,
+            100.0 * self.trainable as f64 / self.total.max(1) as f64
+        )
+    }
+}
+
+/// Adds the configured adapter to every targeted projection. Each module draws from its own seed stream
+/// (derived from `seed` and its index), so results do not depend on iteration order or thread count.
+/// Returns the trainable variables; for `full`, every base weight becomes trainable instead.
+pub fn inject(model: &mut Llama, cfg: &AdapterConfig, seed: u64) -> Result<(Vec<(String, Var)>, ParamCount)> {
+    if cfg.method == MethodSpec::Full {
+        let vars = model.make_base_trainable()?;
+        let n = model.num_base_params();
+        return Ok((vars, ParamCount { trainable: n, total: n }));
+    }
+    for (index, (_, target, lin)) in model.linears_mut().into_iter().enumerate() {
+        if !cfg.targets.contains(&target) {
+            continue;
+        }
+        let (dtype, device) = (lin.weight.dtype(), lin.weight.device().clone());
+        let w0 = to_array(&lin.weight)?;
+        let mut rng = seeded(derive(seed, index as u64));
+        let var = |a: &ndarray::Array2<f64>| -> Result<Var> { Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?) };
+        let weights = match &cfg.method {
+            MethodSpec::Lora { r, scale, init } => {
+                let init = init_lora(w0.view(), *r, *scale, *init, &mut rng)?;
+                reject_residual(init.residual_base.is_some(), "this LoRA init")?;
+                AdapterWeights::Lora {
+                    a: var(&init.adapter.a)?,
+                    b: var(&init.adapter.b)?,
+                    scale: scale.value(*r),
+                }
+            }
+            MethodSpec::Hira { r, kaiming } => {
+                let h = init_hira(w0.view(), *r, *kaiming, &mut rng)?;
+                AdapterWeights::Hira {
+                    a: var(&h.a)?,
+                    b: var(&h.b)?,
+                }
+            }
+            MethodSpec::Abba { r1, r2, scale, init } => {
+                let init = init_abba(w0.view(), *r1, *r2, *scale, *init, InitOptions::default(), &mut rng)?;
+                reject_residual(init.residual_base.is_some(), "this ABBA init")?;
+                let ab = &init.adapter;
+                AdapterWeights::Abba {
+                    a1: var(&ab.a1)?,
+                    b1: var(&ab.b1)?,
+                    a2: var(&ab.a2)?,
+                    b2: var(&ab.b2)?,
+                    scale: ab.scale,
+                }
+            }
+            MethodSpec::Full => unreachable!("handled above"),
+        };
+        lin.adapter = Some(weights);
+        lin.dropout = cfg.dropout;
+    }
+    let vars = model.adapter_vars();
+    let trainable = model.num_adapter_params();
+    Ok((
+        vars,
+        ParamCount {
+            trainable,
+            total: model.num_base_params() + trainable,
+        },
+    ))
+}
+
+/// Inits with ΔW₀ ≠ 0 (PiSSA, most Table 3 variants) would change the frozen base, and an adapter file alone could
+/// no longer reproduce the model; they stay in the matrix studies, where the residual is explicit.
+fn reject_residual(has_residual: bool, what: &str) -> Result<()> {
+    if has_residual {
+        return Err(AbbaError::Unsupported {
+            what: format!("{what} in fine-tuning"),
+            message: "it changes the base weights (ΔW₀ ≠ 0); use LoRA init kaiming/gaussian or ABBA init paper/svd-second"
+                .into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Which adapter goes where: the configuration, putting adapters into a model, and PEFT-compatible files.
+
+pub mod config;
+pub mod export;
+pub mod inject;
+pub mod peft;
+
+pub use config::{AdapterConfig, MethodSpec};
+pub use inject::{ParamCount, inject};

@@ -1,0 +1,9 @@
+//! candle layers: a frozen linear projection that may carry one trainable adapter.
+
+pub mod adapter;
+pub mod context;
+pub mod linear;
+
+pub use adapter::AdapterWeights;
+pub use context::ForwardCtx;
+pub use linear::AdaptedLinear;
