@@ -1,0 +1,65 @@
+//! Generation-based evaluation of instruction data: greedy answers to Alpaca prompts, scored GSM8K-style (the
+//! last number of the output against the number after `####` in the reference) and by exact match.
+
+use serde::Serialize;
+
+use super::generate::greedy;
+use crate::error::Result;
+use crate::finetune::data::{Example, alpaca_prompt};
+use crate::finetune::model::Llama;
+use crate::finetune::scoring::{exact_match, is_correct, reference_answer};
+use crate::finetune::tokenizer::{SpecialIds, TextTokenizer};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub question: String,
+    pub output: String,
+    pub reference: String,
+    pub correct: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub n: usize,
+    /// Fraction whose last number equals the reference answer (GSM8K accuracy).
+    pub accuracy: f64,
+    /// Fraction whose whole output equals the whole reference, whitespace-trimmed.
+    pub exact_match: f64,
+    pub samples: Vec<Sample>,
+}
+
+/// Greedy-decodes up to `max_new` tokens for each example and scores it. A reference without `####` is scored
+/// by its own last number.
+pub fn evaluate_generation(
+    model: &Llama,
+    tok: &TextTokenizer,
+    special: &SpecialIds,
+    examples: &[Example],
+    max_new: usize,
+    mut on_done: impl FnMut(usize),
+) -> Result<EvalReport> {
+    let mut samples = Vec::with_capacity(examples.len());
+    for (i, ex) in examples.iter().enumerate() {
+        let mut prompt = Vec::new();
+        prompt.extend(special.bos);
+        prompt.extend(tok.encode(&alpaca_prompt(ex))?);
+        let new = greedy(model, &prompt, max_new, Some(special.eos))?;
+        let output = tok.decode(&new)?;
+        let reference = reference_answer(&ex.output).unwrap_or_else(|| ex.output.clone());
+        samples.push(Sample {
+            question: ex.instruction.clone(),
+            correct: is_correct(&output, &reference),
+            output,
+            reference: ex.output.clone(),
+        });
+        on_done(i + 1);
+    }
+    let n = samples.len();
+    let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    Ok(EvalReport {
+        n,
+        accuracy: frac(samples.iter().filter(|s| s.correct).count()),
+        exact_match: frac(samples.iter().filter(|s| exact_match(&s.output, &s.reference)).count()),
+        samples,
+    })
+}
