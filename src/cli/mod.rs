@@ -3,6 +3,10 @@
 
 mod bench_cmd;
 mod budget_cmd;
+mod eval_cmd;
+mod export_cmd;
+mod finetune_cmd;
+mod merge_adapter_cmd;
 mod merge_cmd;
 mod report_cmd;
 mod reproduce_cmd;
@@ -14,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "abba",
     version,
-    about = "Hadamard-product adapters (ABBA, HiRA, LoRA): expressivity studies and fine-tuning maths"
+    about = "Hadamard-product adapters (ABBA, HiRA, LoRA): expressivity studies and full-model fine-tuning"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,14 +39,14 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Equal-budget configurations of every method for one or more layer shapes.
     Budget(budget_cmd::BudgetArgs),
-    /// (planned, issue 4) Fine-tune a Llama-family model with adapters.
-    Finetune,
-    /// (planned, issue 4) Evaluate a model with adapters.
-    Eval,
-    /// (planned, issue 4) Merge an adapter into its base checkpoint.
-    MergeAdapter,
-    /// (planned, issue 4) Export an ABBA adapter as a PEFT LoHa or LoRA.
-    Export,
+    /// Fine-tune a Llama-family model with LoRA / HiRA / ABBA (or fully) from a TOML config; resumable.
+    Finetune(finetune_cmd::FinetuneArgs),
+    /// Evaluate a model, optionally with an adapter: generation accuracy, exact match, loss, perplexity.
+    Eval(eval_cmd::EvalArgs),
+    /// Merge an adapter into its base model and save a full Hugging Face checkpoint.
+    MergeAdapter(merge_adapter_cmd::MergeAdapterArgs),
+    /// Export an ABBA adapter as a PEFT LoHa (exact) or LoRA (exact or truncated).
+    Export(export_cmd::ExportArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -53,11 +57,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Budget(args) => budget_cmd::run(args),
-        Command::Finetune | Command::Eval | Command::MergeAdapter | Command::Export => {
-            anyhow::bail!(
-                "this subcommand is planned but not implemented in abba {}: see the README's roadmap",
-                env!("CARGO_PKG_VERSION")
-            )
-        }
+        Command::Finetune(args) => finetune_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::MergeAdapter(args) => merge_adapter_cmd::run(args),
+        Command::Export(args) => export_cmd::run(args),
     }
 }

@@ -6,12 +6,16 @@
 
 pub mod adapters;
 pub mod arith;
+pub mod bench;
 pub mod bridge;
 pub mod data;
+pub mod device;
 pub mod eval;
+pub mod job;
 pub mod layers;
 pub mod model;
 pub mod optim;
 pub mod scoring;
 pub mod tokenizer;
+pub mod toy;
 pub mod train;

@@ -105,24 +105,7 @@ fn default_lora_scale() -> LoraScale {
 impl StudySpec {
     /// Parses TOML; errors carry the line and column.
     pub fn from_toml(text: &str, origin: &str) -> Result<StudySpec> {
-        let spec: StudySpec = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| {
-                    let before = &text[..s.start.min(text.len())];
-                    (
-                        before.lines().count().max(1),
-                        before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
-                    )
-                })
-                .unwrap_or((0, 0));
-            let message = e.message().replace('\n', " ");
-            AbbaError::Format {
-                path: format!("{origin}:{line}:{col}"),
-                format: "study TOML",
-                message,
-            }
-        })?;
+        let spec: StudySpec = parse_toml(text, origin, "study TOML")?;
         spec.validate()?;
         Ok(spec)
     }
@@ -167,4 +150,34 @@ impl StudySpec {
         }
         Ok(())
     }
+}
+
+/// Deserialises TOML text; an error names `origin:line:col` and the problem on one line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str, format: &'static str) -> Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                (
+                    before.lines().count().max(1),
+                    before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                )
+            })
+            .unwrap_or((0, 0));
+        AbbaError::Format {
+            path: format!("{origin}:{line}:{col}"),
+            format,
+            message: e.message().replace('\n', " "),
+        }
+    })
+}
+
+/// Reads and parses a TOML file (see [`parse_toml`]).
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, format: &'static str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| AbbaError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse_toml(&text, &path.display().to_string(), format)
 }

@@ -240,6 +240,60 @@ impl AdapterSet {
 
     /// Reads an adapter directory, checking every tensor against the layer shapes of `model`.
     pub fn load(dir: &Path, model: &Llama) -> Result<Self> {
+        let mut raw = RawAdapter::read(dir)?;
+        let (dtype, device) = (model.dtype(), model.device().clone());
+        let mut modules = Vec::new();
+        for (path, target, lin) in model.linears() {
+            if !raw.targets.contains(&target) {
+                continue;
+            }
+            let (m, n) = lin.shape()?;
+            modules.push((path.clone(), raw.take_module(&path, Some((m, n)), dtype, &device)?));
+        }
+        raw.finish(modules)
+    }
+
+    /// Reads an adapter directory without a model (for format conversion): every module found in the file.
+    pub fn load_standalone(dir: &Path) -> Result<Self> {
+        let mut raw = RawAdapter::read(dir)?;
+        let first_suffix = raw.kind.keys()[0].0;
+        let mut paths: Vec<String> = raw
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(PREFIX)?.strip_suffix(first_suffix)?.strip_suffix('.'))
+            .map(str::to_string)
+            .collect();
+        paths.sort();
+        let mut modules = Vec::new();
+        for path in paths {
+            let w = raw.take_module(&path, None, DType::F32, &Device::Cpu)?;
+            modules.push((path, w));
+        }
+        raw.finish(modules)
+    }
+
+    /// Attaches these adapters to `model` (replacing any it had).
+    pub fn attach(&self, model: &mut Llama) {
+        let by_path: HashMap<&str, &AdapterWeights> = self.modules.iter().map(|(p, w)| (p.as_str(), w)).collect();
+        for (path, _, lin) in model.linears_mut() {
+            lin.adapter = by_path.get(path.as_str()).map(|w| (*w).clone());
+            lin.dropout = self.dropout;
+        }
+    }
+}
+
+/// An adapter directory's config and tensors, before they are matched to modules.
+struct RawAdapter {
+    kind: AdapterKind,
+    targets: Vec<TargetModule>,
+    dropout: f32,
+    base_model: String,
+    weights_path: std::path::PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl RawAdapter {
+    fn read(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| AbbaError::Io {
             path: cfg_path.display().to_string(),
@@ -258,52 +312,12 @@ impl AdapterSet {
             .unwrap_or(0.0) as f32;
         let weights_path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&weights_path).map_err(|e| io_err(&weights_path, e))?;
-        let mut tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
-            AbbaError::Format {
-                path: weights_path.display().to_string(),
-                format: "safetensors",
-                message: format!("{}: the file is corrupt or truncated", e.to_string().lines().next().unwrap_or("")),
-            }
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| AbbaError::Format {
+            path: weights_path.display().to_string(),
+            format: "safetensors",
+            message: format!("{}: the file is corrupt or truncated", e.to_string().lines().next().unwrap_or("")),
         })?;
-        let (dtype, device) = (model.dtype(), model.device().clone());
-        let mut modules = Vec::new();
-        for (path, target, lin) in model.linears() {
-            if !targets.contains(&target) {
-                continue;
-            }
-            let (m, n) = lin.shape()?;
-            let shapes = kind.var_shapes(m, n);
-            let mut vars: Vec<Option<Var>> = vec![None; shapes.len()];
-            for (suffix, idx) in kind.keys() {
-                let key = format!("{PREFIX}{path}.{suffix}");
-                let t = tensors.remove(&key).ok_or_else(|| AbbaError::Format {
-                    path: weights_path.display().to_string(),
-                    format: "adapter weights",
-                    message: format!("tensor '{key}' is missing: was this adapter made for this model?"),
-                })?;
-                let (em, en) = shapes[*idx];
-                if t.dims() != [em, en] {
-                    return Err(AbbaError::Format {
-                        path: weights_path.display().to_string(),
-                        format: "adapter weights",
-                        message: format!(
-                            "tensor '{key}' has shape {:?}, the model's {m}×{n} layer needs [{em}, {en}]: was this adapter made for this model?",
-                            t.dims()
-                        ),
-                    });
-                }
-                vars[*idx] = Some(Var::from_tensor(&t.to_dtype(dtype)?.to_device(&device)?)?);
-            }
-            modules.push((path, kind.weights(vars.into_iter().flatten().collect())));
-        }
-        if let Some(extra) = tensors.keys().min() {
-            return Err(AbbaError::Format {
-                path: weights_path.display().to_string(),
-                format: "adapter weights",
-                message: format!("tensor '{extra}' belongs to no targeted module of this model"),
-            });
-        }
-        Ok(AdapterSet {
+        Ok(RawAdapter {
             kind,
             targets,
             dropout,
@@ -312,17 +326,77 @@ impl AdapterSet {
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string(),
-            modules,
+            weights_path,
+            tensors,
         })
     }
 
-    /// Attaches these adapters to `model` (replacing any it had).
-    pub fn attach(&self, model: &mut Llama) {
-        let by_path: HashMap<&str, &AdapterWeights> = self.modules.iter().map(|(p, w)| (p.as_str(), w)).collect();
-        for (path, _, lin) in model.linears_mut() {
-            lin.adapter = by_path.get(path.as_str()).map(|w| (*w).clone());
-            lin.dropout = self.dropout;
+    fn bad(&self, message: String) -> AbbaError {
+        AbbaError::Format {
+            path: self.weights_path.display().to_string(),
+            format: "adapter weights",
+            message,
         }
+    }
+
+    /// Removes one module's tensors; with `shape` = the layer's (m, n), checks each against it.
+    fn take_module(
+        &mut self,
+        path: &str,
+        shape: Option<(usize, usize)>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<AdapterWeights> {
+        let keys = self.kind.keys();
+        let mut vars: Vec<Option<Var>> = vec![None; keys.len()];
+        let mut found = Vec::new();
+        for (suffix, idx) in keys {
+            let key = format!("{PREFIX}{path}.{suffix}");
+            let t = self
+                .tensors
+                .remove(&key)
+                .ok_or_else(|| self.bad(format!("tensor '{key}' is missing: was this adapter made for this model?")))?;
+            found.push((key, *idx, t));
+        }
+        // Without a model, the layer shape comes from the first B (m × r) and A (r × n) factors.
+        let (m, n) = match shape {
+            Some(s) => s,
+            None => {
+                let dims = |i: usize| found.iter().find(|f| f.1 == i).map(|f| f.2.dims().to_vec());
+                match (dims(1), dims(0)) {
+                    (Some(b), Some(a)) if b.len() == 2 && a.len() == 2 => (b[0], a[1]),
+                    _ => return Err(self.bad(format!("module '{path}' has factors that are not matrices"))),
+                }
+            }
+        };
+        let shapes = self.kind.var_shapes(m, n);
+        for (key, idx, t) in found {
+            let (em, en) = shapes[idx];
+            if t.dims() != [em, en] {
+                return Err(self.bad(format!(
+                    "tensor '{key}' has shape {:?}, the {m}×{n} layer needs [{em}, {en}]: was this adapter made for this model?",
+                    t.dims()
+                )));
+            }
+            vars[idx] = Some(Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?);
+        }
+        Ok(self.kind.weights(vars.into_iter().flatten().collect()))
+    }
+
+    fn finish(self, modules: Vec<(String, AdapterWeights)>) -> Result<AdapterSet> {
+        if let Some(extra) = self.tensors.keys().min() {
+            return Err(self.bad(format!("tensor '{extra}' belongs to no targeted module of this model")));
+        }
+        if modules.is_empty() {
+            return Err(self.bad("no adapter tensors found".into()));
+        }
+        Ok(AdapterSet {
+            kind: self.kind,
+            targets: self.targets,
+            dropout: self.dropout,
+            base_model: self.base_model,
+            modules,
+        })
     }
 }
 

@@ -6,10 +6,12 @@ use crate::error::Result;
 use crate::finetune::layers::ForwardCtx;
 use crate::finetune::model::{KvCache, Llama};
 
-/// Appends up to `max_new` argmax tokens to `prompt`, stopping after `eos` if given. Returns only the new tokens.
+/// Appends up to `max_new` argmax tokens to `prompt`, stopping after `eos` if given or when the model's position
+/// limit is reached. Returns only the new tokens.
 pub fn greedy(model: &Llama, prompt: &[u32], max_new: usize, eos: Option<u32>) -> Result<Vec<u32>> {
     let ctx = ForwardCtx::eval();
     let mut cache = KvCache::new(model.blocks.len());
+    let max_new = max_new.min(model.max_positions().saturating_sub(prompt.len()));
     let mut out = Vec::with_capacity(max_new);
     let mut input = Tensor::from_slice(prompt, (1, prompt.len()), model.device())?;
     for _ in 0..max_new {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{AbbaError, Result};
@@ -121,14 +121,14 @@ impl ModelConfig {
         }
         let heads = raw.num_attention_heads;
         let kv_heads = raw.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(unsupported(
                 "num_key_value_heads",
                 format!("{kv_heads} does not divide num_attention_heads {heads}"),
             ));
         }
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(unsupported("head_dim", format!("{head_dim}: rotary embeddings need an even head size")));
         }
         let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
@@ -209,5 +209,98 @@ fn unsupported(what: &str, message: String) -> AbbaError {
     AbbaError::Unsupported {
         what: format!("config.json field {what}"),
         message,
+    }
+}
+
+/// The shape of a small Llama built from scratch (demos, tests, benchmarks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaShape {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub max_position_embeddings: usize,
+}
+
+impl ModelConfig {
+    /// A plain Llama configuration (no bias, untied head, θ = 10000) of the given shape.
+    pub fn llama(shape: LlamaShape) -> Result<Self> {
+        let json = serde_json::json!({
+            "model_type": "llama",
+            "vocab_size": shape.vocab_size,
+            "hidden_size": shape.hidden_size,
+            "intermediate_size": shape.intermediate_size,
+            "num_hidden_layers": shape.num_hidden_layers,
+            "num_attention_heads": shape.num_attention_heads,
+            "num_key_value_heads": shape.num_key_value_heads,
+            "max_position_embeddings": shape.max_position_embeddings,
+            "rms_norm_eps": 1e-5,
+        });
+        let cfg = Self::from_json(&json.to_string())?;
+        if !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
+            return Err(AbbaError::InvalidArgument(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                cfg.hidden_size, cfg.num_attention_heads
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// A `config.json` that transformers (and this crate) load back to the same model, in the legacy layout
+    /// (`rope_theta`, `rope_scaling`) that every transformers version reads.
+    pub fn to_hf_json(&self) -> Value {
+        let (architecture, model_type) = match self.model_type.as_str() {
+            "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
+            "mistral" => ("MistralForCausalLM", "mistral"),
+            _ => ("LlamaForCausalLM", "llama"),
+        };
+        let rope_scaling = match &self.rope_scaling {
+            RopeScaling::None => Value::Null,
+            RopeScaling::Linear { factor } => serde_json::json!({"rope_type": "linear", "factor": factor}),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => serde_json::json!({
+                "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": *original_max_position_embeddings as u64,
+            }),
+        };
+        let mut json = serde_json::json!({
+            "architectures": [architecture],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "torch_dtype": "float32",
+        });
+        if let Some(obj) = json.as_object_mut() {
+            if model_type == "llama" {
+                obj.insert("attention_bias".into(), Value::Bool(self.qkv_bias));
+                obj.insert("mlp_bias".into(), Value::Bool(false));
+            }
+            if let Some(w) = self.sliding_window {
+                obj.insert("sliding_window".into(), Value::from(w));
+                obj.insert("use_sliding_window".into(), Value::Bool(true));
+            }
+        }
+        json
     }
 }

@@ -109,6 +109,11 @@ impl Llama {
         })
     }
 
+    /// The longest sequence (prompt + generated) the model accepts.
+    pub fn max_positions(&self) -> usize {
+        self.rope.positions()
+    }
+
     pub fn device(&self) -> &Device {
         self.embed.device()
     }

@@ -12,6 +12,6 @@ pub mod target;
 
 pub use cache::KvCache;
 pub use checkpoint::Checkpoint;
-pub use config::ModelConfig;
+pub use config::{LlamaShape, ModelConfig};
 pub use llama::Llama;
 pub use target::TargetModule;

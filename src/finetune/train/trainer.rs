@@ -31,6 +31,9 @@ pub struct TrainSetup<'a> {
     /// Continue from the latest checkpoint in `out_dir` if there is one.
     pub resume: bool,
     pub progress: bool,
+    /// Stop after this optimizer step (checkpointing there) as if interrupted; the schedule still spans the
+    /// full run, so a resumed run continues exactly where this one stopped.
+    pub stop_at: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,7 +85,8 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
     let clock = Instant::now();
     let (mut tokens, mut first_loss, mut last_loss, mut diverged) = (start.tokens, f64::NAN, f64::NAN, false);
     let mut step = start.step;
-    while step < total {
+    let end = s.stop_at.map_or(total, |k| k.min(total));
+    while step < end {
         let lr = lr_at(s.cfg.schedule, s.cfg.lr, step, total, warmup);
         let mut acc = GradAccumulator::new(&vars);
         let mut step_loss = 0.0;
@@ -129,7 +133,7 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
         bar.set_position(step as u64);
         bar.set_message(format!("loss {step_loss:.4}, {rate:.0} tok/s"));
         let at_checkpoint = s.cfg.checkpoint_every > 0 && step % s.cfg.checkpoint_every == 0;
-        if at_checkpoint || step == total {
+        if at_checkpoint || step == end {
             let st = CheckpointState {
                 step,
                 tokens,

@@ -1,0 +1,98 @@
+//! `--device cpu|cuda|auto`: where tensors live. CUDA needs a build with `--features cuda`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+use crate::error::{AbbaError, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda,
+    /// CUDA device 0 when this build has CUDA and a GPU answers, else the CPU.
+    #[default]
+    Auto,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = AbbaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda),
+            "auto" => Ok(DeviceChoice::Auto),
+            other => Err(AbbaError::UnknownName {
+                what: "device",
+                name: other.to_string(),
+                valid: vec!["cpu".into(), "cuda".into(), "auto".into()],
+            }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+            DeviceChoice::Auto => "auto",
+        })
+    }
+}
+
+pub fn cuda_built() -> bool {
+    cfg!(feature = "cuda")
+}
+
+impl DeviceChoice {
+    pub fn select(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda if !cuda_built() => Err(AbbaError::Unsupported {
+                what: "--device cuda".into(),
+                message: "this abba was built without CUDA: rebuild with `cargo build --release --features cuda` \
+                          (needs nvcc), or use --device cpu"
+                    .into(),
+            }),
+            DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| AbbaError::Unsupported {
+                what: "--device cuda".into(),
+                message: format!("no usable GPU: {}", e.to_string().lines().next().unwrap_or("")),
+            }),
+            DeviceChoice::Auto if cuda_built() => Ok(Device::new_cuda(0).unwrap_or(Device::Cpu)),
+            DeviceChoice::Auto => Ok(Device::Cpu),
+        }
+    }
+}
+
+pub fn device_name(d: &Device) -> &'static str {
+    match d {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
+}
+
+/// f32 | bf16 | f16. Half precision is for CUDA; on the CPU it is slow and is refused.
+pub fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
+    let dtype = match name {
+        "f32" | "float32" => DType::F32,
+        "bf16" | "bfloat16" => DType::BF16,
+        "f16" | "float16" => DType::F16,
+        other => {
+            return Err(AbbaError::UnknownName {
+                what: "dtype",
+                name: other.to_string(),
+                valid: vec!["f32".into(), "bf16".into(), "f16".into()],
+            });
+        }
+    };
+    if dtype != DType::F32 && device.is_cpu() {
+        return Err(AbbaError::Unsupported {
+            what: format!("dtype {name} on the CPU"),
+            message: "candle's CPU kernels are slow in half precision: use dtype = \"f32\" on the CPU".into(),
+        });
+    }
+    Ok(dtype)
+}

@@ -1,0 +1,74 @@
+//! Turning a `[data]` section into tokenised training and held-out sets.
+
+use super::spec::DataSection;
+use crate::error::{AbbaError, Result};
+use crate::finetune::arith::arithmetic_problems;
+use crate::finetune::data::{Encoded, Example, encode_example, lm_windows, read_jsonl};
+use crate::finetune::tokenizer::{SpecialIds, TextTokenizer};
+
+pub struct Prepared {
+    pub train: Vec<Encoded>,
+    pub eval: Vec<Encoded>,
+    /// Held-out instruction examples for generation scoring (empty for plain text).
+    pub eval_examples: Vec<Example>,
+    /// Training examples whose response was truncated away entirely (skipped).
+    pub truncated_away: usize,
+}
+
+pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) -> Result<Prepared> {
+    if let Some(text_path) = &data.text {
+        let text = std::fs::read_to_string(text_path).map_err(|e| AbbaError::Io {
+            path: text_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut windows = lm_windows(&tok.encode(&text)?, data.max_len.saturating_sub(1).max(1));
+        if windows.is_empty() {
+            return Err(AbbaError::InvalidArgument(format!(
+                "{} is shorter than one window of max_len {} tokens",
+                text_path.display(),
+                data.max_len
+            )));
+        }
+        // The tail of the text is held out (contiguous, so no window overlaps the training part).
+        let n_eval = ((windows.len() as f64) * data.eval_fraction).round() as usize;
+        let eval = windows.split_off(windows.len() - n_eval);
+        if let Some(limit) = data.limit {
+            windows.truncate(limit);
+        }
+        return Ok(Prepared {
+            train: windows,
+            eval,
+            eval_examples: Vec::new(),
+            truncated_away: 0,
+        });
+    }
+    let (mut train_ex, eval_ex) = if let Some(syn) = &data.synthetic {
+        // Distinct seed streams for the two sets.
+        (
+            arithmetic_problems(syn.train, syn.seed),
+            arithmetic_problems(syn.eval, syn.seed.wrapping_add(0x5eed)),
+        )
+    } else {
+        let train_path = data.train.as_ref().ok_or_else(|| AbbaError::InvalidArgument("[data] train".into()))?;
+        let train = read_jsonl(train_path, &data.fields)?;
+        let eval = match &data.eval {
+            Some(p) => read_jsonl(p, &data.fields)?,
+            None => Vec::new(),
+        };
+        (train, eval)
+    };
+    if let Some(limit) = data.limit {
+        train_ex.truncate(limit);
+    }
+    let encode = |examples: &[Example]| -> Result<Vec<Encoded>> {
+        examples.iter().map(|e| encode_example(tok, e, special, data.max_len)).collect()
+    };
+    let train_all = encode(&train_ex)?;
+    let truncated_away = train_all.iter().filter(|e| e.trainable_tokens() == 0).count();
+    Ok(Prepared {
+        train: train_all.into_iter().filter(|e| e.trainable_tokens() > 0).collect(),
+        eval: encode(&eval_ex)?,
+        eval_examples: eval_ex,
+        truncated_away,
+    })
+}

@@ -1,0 +1,184 @@
+//! Runs one fine-tuning job end to end and writes everything under `[output] dir`:
+//! `train_log.csv`, `checkpoints/`, `adapter/` (or `model/` for full fine-tuning), `merged/` on request,
+//! `samples.jsonl` and `report.json` (written last: its presence means the run finished).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+
+use super::data_prep::prepare;
+use super::model_io::{load_model, load_tokenizer, save_hf_model};
+use super::report::{CANDLE_VERSION, FinetuneReport};
+use super::spec::FinetuneSpec;
+use crate::adapter::scaling::LoraScale;
+use crate::error::{AbbaError, Result};
+use crate::finetune::adapters::peft::{AdapterKind, AdapterSet};
+use crate::finetune::adapters::{MethodSpec, inject};
+use crate::finetune::data::collate;
+use crate::finetune::device::device_name;
+use crate::finetune::eval::{evaluate_generation, mean_loss};
+use crate::finetune::model::Llama;
+use crate::finetune::tokenizer::SpecialIds;
+use crate::finetune::train::{TrainSetup, train};
+use crate::study::store::write_atomic;
+
+pub struct RunOptions {
+    pub device: Device,
+    /// Continue from the latest checkpoint (default); false starts over.
+    pub resume: bool,
+    pub progress: bool,
+    /// Overrides `[output] dir`.
+    pub out_dir: Option<PathBuf>,
+}
+
+/// How a trained method is described in its adapter file.
+pub fn adapter_kind(method: &MethodSpec) -> Option<AdapterKind> {
+    match *method {
+        MethodSpec::Lora { r, scale, .. } => Some(match scale {
+            LoraScale::Standard { alpha } => AdapterKind::Lora { r, alpha, rslora: false },
+            LoraScale::Rslora { alpha } => AdapterKind::Lora { r, alpha, rslora: true },
+            LoraScale::Explicit { scale } => AdapterKind::Lora {
+                r,
+                alpha: scale * r as f64,
+                rslora: false,
+            },
+        }),
+        MethodSpec::Hira { r, .. } => Some(AdapterKind::Hira { r }),
+        MethodSpec::Abba { r1, r2, scale, .. } => Some(AdapterKind::Abba {
+            r1,
+            r2,
+            scale: scale.value(r1, r2),
+            convention: scale.name().to_string(),
+        }),
+        MethodSpec::Full => None,
+    }
+}
+
+pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneReport> {
+    let wall = Instant::now();
+    let out = opts.out_dir.clone().unwrap_or_else(|| spec.output.dir.clone());
+    let adapter_cfg = spec.adapter.resolve()?;
+    let tok = load_tokenizer(&spec.model)?;
+    let mut model = load_model(&spec.model, &tok, spec.seed, &opts.device)?;
+    if spec.data.max_len > model.max_positions() {
+        return Err(AbbaError::InvalidArgument(format!(
+            "[data] max_len {} exceeds the model's {} positions: lower max_len",
+            spec.data.max_len,
+            model.max_positions()
+        )));
+    }
+    let special = SpecialIds::resolve(&tok, model.cfg.bos_token_id, model.cfg.eos_token_id)?;
+    let data = prepare(&spec.data, &tok, &special)?;
+    let (vars, params) = inject(&mut model, &adapter_cfg, spec.seed)?;
+    eprintln!("{}: {} ({})", spec.name, params, adapter_cfg.method.name());
+
+    let outcome = train(TrainSetup {
+        model: &model,
+        vars: &vars,
+        data: &data.train,
+        pad: special.pad,
+        cfg: &spec.train,
+        seed: spec.seed,
+        out_dir: &out,
+        resume: opts.resume,
+        progress: opts.progress,
+        stop_at: None,
+    })?;
+
+    match adapter_kind(&adapter_cfg.method) {
+        Some(kind) => {
+            let base = spec.model.path.as_deref().map_or(String::new(), |p| p.display().to_string());
+            AdapterSet::from_model(&model, kind, adapter_cfg.dropout, &base)?.save(&out.join("adapter"))?;
+        }
+        None => save_hf_model(&model, &out.join("model"), tokenizer_file(&spec.model.path).as_deref())?,
+    }
+    if spec.output.save_merged {
+        save_hf_model(&model, &out.join("merged"), tokenizer_file(&spec.model.path).as_deref())?;
+    }
+
+    let (eval_loss, eval_ppl) = held_out_loss(&model, &data.eval, special.pad, spec.eval.batch_size)?;
+    let n_gen = spec.eval.generate.min(data.eval_examples.len());
+    let generation = if n_gen > 0 && !outcome.diverged {
+        let report = evaluate_generation(
+            &model,
+            &tok,
+            &special,
+            &data.eval_examples[..n_gen],
+            spec.eval.max_new_tokens,
+            |_| {},
+        )?;
+        let lines: Vec<String> = report
+            .samples
+            .iter()
+            .filter_map(|s| serde_json::to_string(s).ok())
+            .collect();
+        write_atomic(&out.join("samples.jsonl"), (lines.join("\n") + "\n").as_bytes())?;
+        Some(report)
+    } else {
+        None
+    };
+
+    let report = FinetuneReport {
+        name: spec.name.clone(),
+        status: if outcome.diverged { "diverged" } else { "ok" }.into(),
+        method: adapter_cfg.method.name().into(),
+        trainable_params: params.trainable,
+        total_params: params.total,
+        device: device_name(&opts.device).into(),
+        dtype: spec.model.dtype.clone(),
+        seed: spec.seed,
+        weight_decay: spec.train.weight_decay,
+        lr: spec.train.lr,
+        steps: outcome.steps,
+        train_examples: data.train.len(),
+        truncated_away: data.truncated_away,
+        first_loss: outcome.first_loss,
+        last_loss: outcome.last_loss,
+        eval_loss,
+        eval_perplexity: eval_ppl,
+        eval_accuracy: generation.as_ref().map(|g| g.accuracy),
+        eval_exact_match: generation.as_ref().map(|g| g.exact_match),
+        eval_generated: n_gen,
+        tokens: outcome.tokens,
+        tokens_per_s: outcome.tokens_per_s,
+        train_seconds: outcome.seconds,
+        wall_seconds: wall.elapsed().as_secs_f64(),
+        peak_rss_mib: crate::metrics::peak_rss_mib(),
+        resumed_from: outcome.resumed_from,
+        abba_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: env!("ABBA_GIT_COMMIT").into(),
+        candle_version: CANDLE_VERSION.into(),
+    };
+    report.write(&out.join("report.json"))?;
+    Ok(report)
+}
+
+fn tokenizer_file(model_path: &Option<PathBuf>) -> Option<PathBuf> {
+    model_path.as_ref().map(|p| p.join("tokenizer.json"))
+}
+
+fn held_out_loss(
+    model: &Llama,
+    eval: &[crate::finetune::data::Encoded],
+    pad: u32,
+    batch_size: usize,
+) -> Result<(Option<f64>, Option<f64>)> {
+    if eval.is_empty() {
+        return Ok((None, None));
+    }
+    if batch_size == 0 {
+        return Err(AbbaError::InvalidArgument("[eval] batch_size must be at least 1".into()));
+    }
+    let batches: Vec<_> = eval
+        .chunks(batch_size)
+        .map(|c| collate(&c.iter().collect::<Vec<_>>(), pad))
+        .collect();
+    let loss = mean_loss(model, &batches)?;
+    Ok((Some(loss), Some(loss.exp())))
+}
+
+/// True when `dir` holds a finished run's report.
+pub fn finished(dir: &Path) -> bool {
+    dir.join("report.json").is_file()
+}

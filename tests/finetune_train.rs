@@ -1,0 +1,329 @@
+//! Training properties of the candle path on the tiny transformers-made Llama fixture (tests/fixtures/hf):
+//! adapter gradients against finite differences, frozen bases, ABBA's ΔW = 0 start, loss going down for every
+//! method, merge equivalence, exports that reproduce ΔW, and exact resume.
+
+use std::path::{Path, PathBuf};
+
+use abba::finetune::adapters::config::AdapterSection;
+use abba::finetune::adapters::export::{LoraRank, to_lora, to_loha};
+use abba::finetune::adapters::peft::{AdapterKind, AdapterSet};
+use abba::finetune::adapters::{AdapterConfig, inject};
+use abba::finetune::arith::arithmetic_problems;
+use abba::finetune::data::{Encoded, encode_example};
+use abba::finetune::layers::{AdaptedLinear, AdapterWeights, ForwardCtx};
+use abba::finetune::model::{Checkpoint, Llama};
+use abba::finetune::tokenizer::{SpecialIds, TextTokenizer};
+use abba::finetune::train::{TrainConfig, TrainSetup, train};
+use abba::rng::seeded;
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng;
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(rel)
+}
+
+/// The fixture model with room for Alpaca prompts (it declares 128 positions; RoPE has no learned positions, so
+/// widening the limit changes nothing else).
+fn tiny() -> Llama {
+    let mut ckpt = Checkpoint::open(&fixture("tiny-llama")).unwrap();
+    ckpt.config.max_position_embeddings = 512;
+    Llama::load(&ckpt, DType::F32, &Device::Cpu).unwrap()
+}
+
+fn section(method: &str) -> AdapterSection {
+    let mut s: AdapterSection = toml::from_str(&format!("method = \"{method}\"\nr = 4\nalpha = 8.0")).unwrap();
+    if method == "abba" {
+        s.r = None;
+        s.r1 = Some(2);
+        s.r2 = Some(2);
+        s.alpha = Some(2.0);
+    }
+    s
+}
+
+fn adapter(method: &str) -> AdapterConfig {
+    section(method).resolve().unwrap()
+}
+
+fn data(n: usize) -> (Vec<Encoded>, u32) {
+    let tok = TextTokenizer::from_file(&fixture("tiny-llama/tokenizer.json")).unwrap();
+    let special = SpecialIds::resolve(&tok, Some(1), Some(2)).unwrap();
+    let enc = arithmetic_problems(n, 3)
+        .iter()
+        .map(|e| encode_example(&tok, e, &special, 200).unwrap())
+        .collect();
+    (enc, special.pad)
+}
+
+fn logits(m: &Llama) -> Tensor {
+    let ids = Tensor::new(&[[1u32, 17, 42, 5, 88, 63, 30]], &Device::Cpu).unwrap();
+    m.forward(&ids, &ForwardCtx::eval(), None).unwrap()
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+}
+
+fn randn(shape: (usize, usize), rng: &mut impl Rng) -> Tensor {
+    let v: Vec<f64> = (0..shape.0 * shape.1).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// ∂L/∂factor from candle's backward against central differences, L = Σ y ⊙ R, in f64.
+fn check_gradients(w: AdapterWeights, w0: Tensor, rows: usize) {
+    let mut rng = seeded(11);
+    let (m, n) = w0.dims2().unwrap();
+    let x = randn((rows, n), &mut rng);
+    let r = randn((rows, m), &mut rng);
+    let lin = AdaptedLinear {
+        weight: w0,
+        bias: None,
+        adapter: Some(w.clone()),
+        dropout: 0.0,
+    };
+    let loss = |lin: &AdaptedLinear| -> Tensor {
+        (lin.forward(&x, &ForwardCtx::eval()).unwrap() * &r).unwrap().sum_all().unwrap()
+    };
+    let grads = loss(&lin).backward().unwrap();
+    for var in w.vars() {
+        let g: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        let h = 1e-6;
+        for i in (0..base.len()).step_by(3) {
+            let at = |d: f64| {
+                let mut p = base.clone();
+                p[i] += d;
+                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let v: f64 = loss(&lin).to_scalar().unwrap();
+                v
+            };
+            let fd = (at(h) - at(-h)) / (2.0 * h);
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+            assert!((fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()), "element {i}: autograd {} vs FD {fd}", g[i]);
+        }
+    }
+}
+
+fn var(shape: (usize, usize), rng: &mut impl Rng) -> Var {
+    Var::from_tensor(&randn(shape, rng)).unwrap()
+}
+
+#[test]
+fn adapter_layer_gradients_match_finite_differences() {
+    let mut rng = seeded(5);
+    let (m, n) = (12, 10);
+    let w0 = randn((m, n), &mut rng);
+    check_gradients(
+        AdapterWeights::Lora { a: var((3, n), &mut rng), b: var((m, 3), &mut rng), scale: 1.7 },
+        w0.clone(),
+        4,
+    );
+    check_gradients(AdapterWeights::Hira { a: var((3, n), &mut rng), b: var((m, 3), &mut rng) }, w0.clone(), 4);
+    // ABBA at two batch sizes so both forward paths (Khatri–Rao for few rows, materialised for many) are checked.
+    for rows in [1, 64] {
+        check_gradients(
+            AdapterWeights::Abba {
+                a1: var((2, n), &mut rng),
+                b1: var((m, 2), &mut rng),
+                a2: var((3, n), &mut rng),
+                b2: var((m, 3), &mut rng),
+                scale: 0.8,
+            },
+            w0.clone(),
+            rows,
+        );
+    }
+}
+
+#[test]
+fn abba_paper_init_starts_at_the_base_model() {
+    let base = logits(&tiny());
+    let mut m = tiny();
+    inject(&mut m, &adapter("abba"), 0).unwrap();
+    assert_eq!(max_abs(&(logits(&m) - &base).unwrap()), 0.0);
+    // …while the adapter is really there: B1·A1 is W0's top-2 SVD part.
+    let lin = &m.blocks[0].q;
+    match lin.adapter.as_ref().unwrap() {
+        AdapterWeights::Abba { a1, b1, .. } => assert!(max_abs(&b1.matmul(a1).unwrap()) > 0.1),
+        _ => panic!("not ABBA"),
+    }
+}
+
+fn weights_snapshot(m: &Llama) -> Vec<(String, Vec<f32>)> {
+    m.named_weights(false)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
+#[test]
+fn twenty_steps_lower_the_loss_and_touch_only_adapters() {
+    let (train_set, pad) = data(40);
+    for method in ["lora", "rslora", "hira", "abba", "full"] {
+        let mut m = tiny();
+        let (vars, count) = inject(&mut m, &adapter(method), 1).unwrap();
+        assert!(count.trainable > 0 && count.trainable <= count.total);
+        let before = weights_snapshot(&m);
+        let dir = tempdir(&format!("train-{method}"));
+        let cfg = TrainConfig {
+            lr: if method == "full" { 3e-3 } else { 1e-2 },
+            max_steps: Some(20),
+            batch_size: 4,
+            warmup_ratio: 0.0,
+            ..TrainConfig::default()
+        };
+        let out = train(TrainSetup {
+            model: &m,
+            vars: &vars,
+            data: &train_set,
+            pad,
+            cfg: &cfg,
+            seed: 2,
+            out_dir: &dir,
+            resume: false,
+            progress: false,
+            stop_at: None,
+        })
+        .unwrap();
+        let rows = abba::finetune::train::log::read_rows(&dir.join("train_log.csv")).unwrap();
+        assert_eq!(rows.len(), 20);
+        let first: f64 = rows[..3].iter().map(|r| r.loss).sum::<f64>() / 3.0;
+        let last: f64 = rows[17..].iter().map(|r| r.loss).sum::<f64>() / 3.0;
+        assert!(last < first - 0.05, "{method}: loss {first:.3} → {last:.3}");
+        assert!(!out.diverged);
+        let after = weights_snapshot(&m);
+        if method == "full" {
+            assert!(before != after, "full fine-tuning must change the base");
+        } else {
+            assert!(before == after, "{method}: a frozen base weight changed");
+        }
+    }
+}
+
+#[test]
+fn merged_model_equals_adapter_model() {
+    let mut rng = seeded(9);
+    for method in ["lora", "hira", "abba"] {
+        let mut m = tiny();
+        let (vars, _) = inject(&mut m, &adapter(method), 4).unwrap();
+        for (_, v) in &vars {
+            let size = if method == "abba" { 1.0 } else { 0.2 };
+            v.set(&(randn(v.dims2().unwrap(), &mut rng).to_dtype(DType::F32).unwrap() * size).unwrap()).unwrap();
+        }
+        let with_adapter = logits(&m);
+        let dir = tempdir(&format!("merged-{method}"));
+        abba::finetune::job::model_io::save_hf_model(&m, &dir.join("merged"), None).unwrap();
+        let merged = Llama::load(&Checkpoint::open(&dir.join("merged")).unwrap(), DType::F32, &Device::Cpu).unwrap();
+        let base_diff = max_abs(&(logits(&tiny()) - &with_adapter).unwrap());
+        let d = max_abs(&(logits(&merged) - &with_adapter).unwrap());
+        assert!(base_diff > 0.1, "{method}: the adapter must matter for this test");
+        assert!(d < 1e-4, "{method}: merged differs from adapter model by {d}");
+    }
+}
+
+#[test]
+fn loha_and_lora_exports_reproduce_abba_delta() {
+    let mut rng = seeded(3);
+    let mut m = tiny();
+    let mut sec = section("abba");
+    sec.r1 = Some(2);
+    sec.r2 = Some(3);
+    let (vars, _) = inject(&mut m, &sec.resolve().unwrap(), 4).unwrap();
+    for (_, v) in &vars {
+        v.set(&randn(v.dims2().unwrap(), &mut rng).to_dtype(DType::F32).unwrap()).unwrap();
+    }
+    let kind = AdapterKind::Abba { r1: 2, r2: 3, scale: 0.7, convention: "explicit".into() };
+    let set = AdapterSet::from_model(&m, kind, 0.0, "").unwrap();
+    let loha = to_loha(&set).unwrap();
+    let exact = to_lora(&set, LoraRank::Exact).unwrap();
+    assert_eq!(loha.kind, AdapterKind::Loha { r: 3, alpha: loha_alpha(&loha) });
+    assert!(matches!(exact.kind, AdapterKind::Lora { r: 6, .. }));
+    for (i, (path, w)) in set.modules.iter().enumerate() {
+        let lin = m.linears().into_iter().find(|(p, _, _)| p == path).unwrap().2.clone();
+        let want = w.delta(&lin.weight).unwrap();
+        for other in [&loha.modules[i].1, &exact.modules[i].1] {
+            let d = max_abs(&(other.delta(&lin.weight).unwrap() - &want).unwrap());
+            assert!(d < 1e-4 * (1.0 + max_abs(&want)), "{path}: export changes ΔW by {d}");
+        }
+    }
+    // Truncated to rank 1: the error is the Eckart–Young tail of ΔW's spectrum.
+    let trunc = to_lora(&set, LoraRank::Truncated(1)).unwrap();
+    let (path, w) = &set.modules[0];
+    let lin = m.linears().into_iter().find(|(p, _, _)| p == path).unwrap().2.clone();
+    let delta = abba::finetune::bridge::to_array(&w.delta(&lin.weight).unwrap()).unwrap();
+    let sv = abba::linalg::singular_values(delta.view()).unwrap();
+    let tail: f64 = sv.iter().skip(1).map(|s| s * s).sum();
+    let got = abba::finetune::bridge::to_array(&trunc.modules[0].1.delta(&lin.weight).unwrap()).unwrap();
+    let err: f64 = (&got - &delta).iter().map(|x| x * x).sum();
+    assert!((err - tail).abs() < 1e-3 * tail.max(1e-9), "truncation error {err} vs tail {tail}");
+}
+
+fn loha_alpha(set: &AdapterSet) -> f64 {
+    match set.kind {
+        AdapterKind::Loha { alpha, .. } => alpha,
+        _ => f64::NAN,
+    }
+}
+
+#[test]
+fn interrupted_training_resumes_to_the_same_weights() {
+    let (train_set, pad) = data(24);
+    let cfg = TrainConfig {
+        lr: 5e-3,
+        max_steps: Some(8),
+        batch_size: 3,
+        checkpoint_every: 2,
+        ..TrainConfig::default()
+    };
+    let mut section = section("abba");
+    section.dropout = 0.1;
+    let run = |dir: &Path, stop_at: Option<usize>, resume: bool, m: &mut Llama, vars: &[(String, Var)]| {
+        train(TrainSetup {
+            model: m,
+            vars,
+            data: &train_set,
+            pad,
+            cfg: &cfg,
+            seed: 7,
+            out_dir: dir,
+            resume,
+            progress: false,
+            stop_at,
+        })
+        .unwrap()
+    };
+    let values = |vars: &[(String, Var)]| -> Vec<Vec<f32>> {
+        vars.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect()
+    };
+    let straight = {
+        let mut m = tiny();
+        let (vars, _) = inject(&mut m, &section.resolve().unwrap(), 0).unwrap();
+        run(&tempdir("resume-straight"), None, false, &mut m, &vars);
+        values(&vars)
+    };
+    let dir = tempdir("resume-split");
+    {
+        let mut m = tiny();
+        let (vars, _) = inject(&mut m, &section.resolve().unwrap(), 0).unwrap();
+        run(&dir, Some(5), false, &mut m, &vars);
+    }
+    let mut m = tiny();
+    let (vars, _) = inject(&mut m, &section.resolve().unwrap(), 0).unwrap();
+    let out = run(&dir, None, true, &mut m, &vars);
+    assert_eq!(out.resumed_from, Some(5));
+    assert_eq!(values(&vars), straight, "resumed weights differ from an uninterrupted run");
+    let steps: Vec<usize> = abba::finetune::train::log::read_rows(&dir.join("train_log.csv"))
+        .unwrap()
+        .iter()
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>(), "the log holds each step once");
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("abba-ft-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
