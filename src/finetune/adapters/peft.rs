@@ -108,7 +108,7 @@ impl AdapterKind {
                 "bias": "none", "fan_in_fan_out": false, "init_lora_weights": true,
             }),
             AdapterKind::Hira { r } => json!({
-                "r": r, "hira_dropout": dropout, "bias": "none", "fan_in_fan_out": false, "init_weights": true,
+                "r": r, "hira_dropout": dropout, "fan_in_fan_out": false, "init_weights": true,
             }),
             AdapterKind::Loha { r, alpha } => json!({
                 "r": r, "alpha": alpha, "rank_dropout": 0.0, "module_dropout": 0.0,
