@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use abba::finetune::layers::{AdapterWeights, ForwardCtx};
-use abba::finetune::toy::train::{TrainOpts, train};
-use abba::finetune::toy::{Budget, Mlp, Status, ToyMethod, ToySpec, load_digits, load_spec, prepare, run_toy};
 use abba::finetune::optim::Schedule;
+use abba::finetune::toy::train::{TrainOpts, train};
+use abba::finetune::toy::{
+    Budget, Mlp, Status, ToyMethod, ToySpec, load_digits, load_spec, prepare, run_toy,
+};
 use abba::rng::seeded;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
@@ -30,20 +32,40 @@ fn scratch(name: &str) -> PathBuf {
 
 fn random_tensor(rows: usize, cols: usize, seed: u64, dtype: DType) -> Tensor {
     let mut rng = seeded(seed);
-    let data: Vec<f64> = (0..rows * cols).map(|_| rng.random_range(-1.0..1.0)).collect();
-    Tensor::from_vec(data, (rows, cols), &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    let data: Vec<f64> = (0..rows * cols)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    Tensor::from_vec(data, (rows, cols), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
 }
 
 fn labels(n: usize, classes: u32) -> Tensor {
-    Tensor::from_vec((0..n as u32).map(|i| (i * 7 + 3) % classes).collect::<Vec<_>>(), n, &Device::Cpu).unwrap()
+    Tensor::from_vec(
+        (0..n as u32)
+            .map(|i| (i * 7 + 3) % classes)
+            .collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
-    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn loss_f64(mlp: &Mlp, x: &Tensor, y: &Tensor) -> f64 {
-    mlp.loss(x, y, &ForwardCtx::eval()).unwrap().to_scalar::<f64>().unwrap()
+    mlp.loss(x, y, &ForwardCtx::eval())
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 /// Backprop through the whole MLP (both layers adapted) against central differences of the loss, for every
@@ -57,19 +79,33 @@ fn adapter_gradients_in_the_mlp_match_finite_differences() {
     for method in ADAPTERS {
         let mut mlp = Mlp::new(inputs, hidden, classes, DType::F64, &Device::Cpu, 2).unwrap();
         let vars = prepare(&mut mlp, method, &budget(4), 3).unwrap();
-        assert_eq!(vars.len(), if method == ToyMethod::Abba { 8 } else { 4 }, "{method}");
+        assert_eq!(
+            vars.len(),
+            if method == ToyMethod::Abba { 8 } else { 4 },
+            "{method}"
+        );
         for (i, v) in vars.iter().enumerate() {
             let (r, c) = v.as_tensor().dims2().unwrap();
-            v.set(&(random_tensor(r, c, 100 + i as u64, DType::F64) * 0.5).unwrap()).unwrap();
+            v.set(&(random_tensor(r, c, 100 + i as u64, DType::F64) * 0.5).unwrap())
+                .unwrap();
         }
-        let grads = mlp.loss(&x, &y, &ForwardCtx::eval()).unwrap().backward().unwrap();
+        let grads = mlp
+            .loss(&x, &y, &ForwardCtx::eval())
+            .unwrap()
+            .backward()
+            .unwrap();
         let h = 1e-5;
         for (i, var) in vars.iter().enumerate() {
-            let analytic = values(grads.get(var.as_tensor()).expect("every factor gets a gradient"));
+            let analytic = values(
+                grads
+                    .get(var.as_tensor())
+                    .expect("every factor gets a gradient"),
+            );
             let base = values(var.as_tensor());
             let shape = var.as_tensor().shape().clone();
             let at = |vals: &[f64]| {
-                var.set(&Tensor::from_vec(vals.to_vec(), shape.clone(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(vals.to_vec(), shape.clone(), &Device::Cpu).unwrap())
+                    .unwrap();
                 loss_f64(&mlp, &x, &y)
             };
             for k in 0..base.len() {
@@ -99,12 +135,21 @@ fn abba_paper_init_gradients_reach_only_b2_at_step_zero() {
     let y = labels(8, 6);
     let mut mlp = Mlp::new(20, 10, 6, DType::F64, &Device::Cpu, 6).unwrap();
     prepare(&mut mlp, ToyMethod::Abba, &budget(4), 7).unwrap();
-    let grads = mlp.loss(&x, &y, &ForwardCtx::eval()).unwrap().backward().unwrap();
+    let grads = mlp
+        .loss(&x, &y, &ForwardCtx::eval())
+        .unwrap()
+        .backward()
+        .unwrap();
     for layer in mlp.layers() {
         let Some(AdapterWeights::Abba { a1, b1, a2, b2, .. }) = &layer.adapter else {
             panic!("ABBA adapter missing")
         };
-        let norm = |v: &Var| values(grads.get(v.as_tensor()).unwrap()).iter().map(|g| g.abs()).sum::<f64>();
+        let norm = |v: &Var| {
+            values(grads.get(v.as_tensor()).unwrap())
+                .iter()
+                .map(|g| g.abs())
+                .sum::<f64>()
+        };
         assert!(norm(b2) > 1e-6, "B2 must learn from step 0");
         for (name, v) in [("A1", a1), ("B1", b1), ("A2", a2)] {
             assert_eq!(norm(v), 0.0, "{name} gradient at step 0");
@@ -124,7 +169,10 @@ fn adapters_leave_outputs_unchanged_at_step_zero() {
         prepare(&mut mlp, method, &budget(8), 10).unwrap();
         if let Some(AdapterWeights::Abba { b1, a1, .. }) = &mlp.fc1.adapter {
             let p = values(&b1.matmul(a1).unwrap());
-            assert!(p.iter().any(|v| v.abs() > 1e-3), "ABBA's first pair should hold W0's top SVD part");
+            assert!(
+                p.iter().any(|v| v.abs() > 1e-3),
+                "ABBA's first pair should hold W0's top SVD part"
+            );
         }
         let out = values(&mlp.forward(&x, &ForwardCtx::train(1)).unwrap());
         assert_eq!(out, reference, "{method} changed the output at step 0");
@@ -163,13 +211,33 @@ fn adaptation_changes_only_adapter_parameters() {
         let log = train(&mlp, vars.clone(), &x, &y, &opts, |_, _| {}).unwrap();
         assert_eq!(log.losses.len(), 15);
         assert!(!log.diverged);
-        let moved = vars.iter().zip(&start).filter(|(v, s)| values(v.as_tensor()) != **s).count();
-        assert_eq!(moved, vars.len(), "{method}: every trainable tensor should move");
+        let moved = vars
+            .iter()
+            .zip(&start)
+            .filter(|(v, s)| values(v.as_tensor()) != **s)
+            .count();
+        assert_eq!(
+            moved,
+            vars.len(),
+            "{method}: every trainable tensor should move"
+        );
         if method == ToyMethod::Full {
-            assert_ne!(snapshot(&mlp), before, "full fine-tuning must change the base");
-            assert_eq!(snapshot(&base), before, "full fine-tuning of a copy changed the original");
+            assert_ne!(
+                snapshot(&mlp),
+                before,
+                "full fine-tuning must change the base"
+            );
+            assert_eq!(
+                snapshot(&base),
+                before,
+                "full fine-tuning of a copy changed the original"
+            );
         } else {
-            assert_eq!(snapshot(&mlp), before, "{method} changed a base weight or bias");
+            assert_eq!(
+                snapshot(&mlp),
+                before,
+                "{method} changed a base weight or bias"
+            );
         }
     }
 }
@@ -183,7 +251,11 @@ fn write_synthetic_csv(path: &Path, per_class: usize, seed: u64) {
         let band = label * 78..label * 78 + 78;
         let pixels: Vec<String> = (0..784)
             .map(|p| {
-                let v = if band.contains(&p) { rng.random_range(120..=255) } else { rng.random_range(0..=60) };
+                let v = if band.contains(&p) {
+                    rng.random_range(120..=255)
+                } else {
+                    rng.random_range(0..=60)
+                };
                 v.to_string()
             })
             .collect();
@@ -226,14 +298,22 @@ fn tiny_run_lowers_the_loss_for_every_method_and_repeats_exactly() {
     write_synthetic_csv(&data, 20, 21);
     let spec = tiny_spec(&data, &dir.join("out"));
     let report = run_toy(&spec, &spec.out, false).unwrap();
-    assert!(report.pretrain_acc_old > 0.5, "pretraining failed: {}", report.pretrain_acc_old);
+    assert!(
+        report.pretrain_acc_old > 0.5,
+        "pretraining failed: {}",
+        report.pretrain_acc_old
+    );
     let (h, r) = (16, 4);
     let adapter_params = r * ((h + 784) + (10 + h));
     let full_params = h * 784 + h + 10 * h + 10;
     assert_eq!(report.methods.len(), 4);
     for m in &report.methods {
         assert_eq!(m.status, Status::Ok, "{}", m.method);
-        let want = if m.method == ToyMethod::Full { full_params } else { adapter_params };
+        let want = if m.method == ToyMethod::Full {
+            full_params
+        } else {
+            adapter_params
+        };
         assert_eq!(m.trainable_params, want, "{}", m.method);
         assert_eq!(m.losses.len(), 6 * (2 * 12usize).div_ceil(8));
         assert!(
@@ -248,10 +328,15 @@ fn tiny_run_lowers_the_loss_for_every_method_and_repeats_exactly() {
         assert!(spec.out.join(name).is_file(), "{name} missing");
     }
     let results = std::fs::read_to_string(spec.out.join("results.csv")).unwrap();
-    assert!(results.starts_with("method,trainable_params,acc_new,acc_old,final_loss,seconds,status\n"));
+    assert!(
+        results.starts_with("method,trainable_params,acc_new,acc_old,final_loss,seconds,status\n")
+    );
     assert_eq!(results.lines().count(), 5);
     let losses = std::fs::read_to_string(spec.out.join("loss.csv")).unwrap();
-    assert_eq!(losses.lines().count(), 1 + report.methods.iter().map(|m| m.losses.len()).sum::<usize>());
+    assert_eq!(
+        losses.lines().count(),
+        1 + report.methods.iter().map(|m| m.losses.len()).sum::<usize>()
+    );
     let png = image::open(spec.out.join("loss.png")).unwrap();
     assert!(png.width() > 500 && png.height() > 300);
 
@@ -259,7 +344,10 @@ fn tiny_run_lowers_the_loss_for_every_method_and_repeats_exactly() {
     assert_eq!(again.loss_before.to_bits(), report.loss_before.to_bits());
     for (a, b) in again.methods.iter().zip(&report.methods) {
         assert_eq!(a.losses, b.losses, "{}", a.method);
-        assert_eq!((a.acc_new, a.acc_old, a.final_loss), (b.acc_new, b.acc_old, b.final_loss));
+        assert_eq!(
+            (a.acc_new, a.acc_old, a.final_loss),
+            (b.acc_new, b.acc_old, b.final_loss)
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -279,8 +367,14 @@ fn a_diverging_method_is_recorded_and_the_others_run() {
     assert_eq!(full.status, Status::Diverged);
     assert!(full.final_loss.is_nan() && full.acc_new.is_nan());
     let results = std::fs::read_to_string(spec.out.join("results.csv")).unwrap();
-    assert!(results.lines().nth(1).unwrap().ends_with(",diverged"), "{results}");
-    assert!(results.lines().nth(2).unwrap().starts_with("lora,"), "{results}");
+    assert!(
+        results.lines().nth(1).unwrap().ends_with(",diverged"),
+        "{results}"
+    );
+    assert!(
+        results.lines().nth(2).unwrap().starts_with("lora,"),
+        "{results}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -290,15 +384,26 @@ fn malformed_rows_and_missing_files_name_the_file_and_line() {
     let good = vec!["0"; 784].join(",");
     let cases = [
         (format!("{good},1\n{good},x\n"), ":2:", "not a number"),
-        (format!("{good},1\n\n{good}\n"), ":3:", "expected 784 pixels"),
+        (
+            format!("{good},1\n\n{good}\n"),
+            ":3:",
+            "expected 784 pixels",
+        ),
         (format!("{good},12\n"), ":1:", "labels must be digits"),
-        (format!("{},300,3\n", vec!["0"; 783].join(",")), ":1:", "pixels must be 0–255"),
+        (
+            format!("{},300,3\n", vec!["0"; 783].join(",")),
+            ":1:",
+            "pixels must be 0–255",
+        ),
     ];
     for (i, (text, line, why)) in cases.iter().enumerate() {
         let path = dir.join(format!("bad{i}.csv"));
         std::fs::write(&path, text).unwrap();
         let err = load_digits(&path, 784).unwrap_err().to_string();
-        assert!(err.contains(&format!("{}{line}", path.display())), "case {i}: {err}");
+        assert!(
+            err.contains(&format!("{}{line}", path.display())),
+            "case {i}: {err}"
+        );
         assert!(err.contains(why), "case {i}: {err}");
         assert_eq!(err.lines().count(), 1, "case {i}: {err}");
     }
@@ -316,10 +421,16 @@ fn gzip_and_plain_csv_load_the_same() {
     let plain = dir.join("d.csv");
     write_synthetic_csv(&plain, 2, 23);
     let gz = dir.join("d.csv.gz");
-    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
     enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
     enc.finish().unwrap();
-    let (a, b) = (load_digits(&plain, 784).unwrap(), load_digits(&gz, 784).unwrap());
+    let (a, b) = (
+        load_digits(&plain, 784).unwrap(),
+        load_digits(&gz, 784).unwrap(),
+    );
     assert_eq!(a, b);
     assert_eq!(a.len(), 20);
     assert!(a.images.iter().all(|p| (0.0..=1.0).contains(p)));
@@ -330,13 +441,31 @@ fn gzip_and_plain_csv_load_the_same() {
 fn spec_errors_give_line_and_column_and_the_shipped_spec_loads() {
     let dir = scratch("spec");
     let path = dir.join("bad.toml");
-    std::fs::write(&path, "task = \"mnist-toy\"\ndata = \"d.csv\"\nout = \"o\"\nrank = 8\nranks = 3\n").unwrap();
+    std::fs::write(
+        &path,
+        "task = \"mnist-toy\"\ndata = \"d.csv\"\nout = \"o\"\nrank = 8\nranks = 3\n",
+    )
+    .unwrap();
     let err = load_spec(&path).unwrap_err().to_string();
     assert!(err.contains(&format!("{}:5:1", path.display())), "{err}");
-    std::fs::write(&path, "task = \"mnist-toy\"\ndata = \"d.csv\"\nout = \"o\"\nrank = 7\n").unwrap();
-    assert!(load_spec(&path).unwrap_err().to_string().contains("even rank"));
+    std::fs::write(
+        &path,
+        "task = \"mnist-toy\"\ndata = \"d.csv\"\nout = \"o\"\nrank = 7\n",
+    )
+    .unwrap();
+    assert!(
+        load_spec(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("even rank")
+    );
     std::fs::write(&path, "task = \"llm\"\ndata = \"d.csv\"\nout = \"o\"\n").unwrap();
-    assert!(load_spec(&path).unwrap_err().to_string().contains("mnist-toy"));
+    assert!(
+        load_spec(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("mnist-toy")
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/finetune-mnist.toml");
@@ -356,7 +485,11 @@ fn the_shared_mnist_subset_loads_when_present() {
     let digits = load_digits(&path, 784).unwrap();
     assert_eq!(digits.len(), 5000);
     for d in 0..10u8 {
-        assert_eq!(digits.labels.iter().filter(|&&l| l == d).count(), 500, "digit {d}");
+        assert_eq!(
+            digits.labels.iter().filter(|&&l| l == d).count(),
+            500,
+            "digit {d}"
+        );
     }
     assert!(digits.images.iter().all(|p| (0.0..=1.0).contains(p)));
 }

@@ -7,6 +7,7 @@ mod atomic;
 mod convergence;
 mod fig2;
 mod fonts;
+pub mod loss_curves;
 mod paper;
 mod spectra;
 mod study_report;

@@ -95,7 +95,10 @@ pub fn write_comparison(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<Finetune
     }
     write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     write_atomic(&out.join("summary.md"), md.as_bytes())?;
-    crate::finetune::toy::plot::plot_losses("Training loss per step", &curves, 10, &out.join("loss.png"))
-        .map_err(|e| AbbaError::InvalidArgument(format!("loss plot: {e}")))?;
+    crate::report::loss_curves::plot_losses("Training loss per step", "optimizer step", &curves, 10, &out.join("loss.png"))
+        .map_err(|e| AbbaError::Io {
+            path: out.join("loss.png").display().to_string(),
+            message: format!("{e:#}"),
+        })?;
     Ok(reports)
 }

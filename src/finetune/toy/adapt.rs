@@ -7,7 +7,9 @@ use candle_core::Var;
 use serde::{Deserialize, Serialize};
 
 use super::mlp::Mlp;
-use crate::adapter::init::{AbbaInit, InitOptions, KaimingA, LoraInit, init_abba, init_hira, init_lora};
+use crate::adapter::init::{
+    AbbaInit, InitOptions, KaimingA, LoraInit, init_abba, init_hira, init_lora,
+};
 use crate::adapter::scaling::{AbbaScale, LoraScale};
 use crate::error::{AbbaError, Result};
 use crate::finetune::bridge::{from_array, to_array};
@@ -24,7 +26,12 @@ pub enum ToyMethod {
 }
 
 impl ToyMethod {
-    pub const ALL: [ToyMethod; 4] = [ToyMethod::Lora, ToyMethod::Hira, ToyMethod::Abba, ToyMethod::Full];
+    pub const ALL: [ToyMethod; 4] = [
+        ToyMethod::Lora,
+        ToyMethod::Hira,
+        ToyMethod::Abba,
+        ToyMethod::Full,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -77,12 +84,24 @@ pub fn prepare(mlp: &mut Mlp, method: ToyMethod, budget: &Budget, seed: u64) -> 
         let (dtype, device) = (layer.weight.dtype(), layer.weight.device().clone());
         let w0 = to_array(&layer.weight)?;
         let mut rng = seeded(derive(seed, index as u64));
-        let var = |a: &ndarray::Array2<f64>| -> Result<Var> { Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?) };
+        let var = |a: &ndarray::Array2<f64>| -> Result<Var> {
+            Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?)
+        };
         let r = budget.rank;
         let weights = match method {
             ToyMethod::Lora => {
-                let scale = LoraScale::Standard { alpha: budget.lora_alpha };
-                let init = init_lora(w0.view(), r, scale, LoraInit::Standard { kaiming: KaimingA::Sqrt5 }, &mut rng)?;
+                let scale = LoraScale::Standard {
+                    alpha: budget.lora_alpha,
+                };
+                let init = init_lora(
+                    w0.view(),
+                    r,
+                    scale,
+                    LoraInit::Standard {
+                        kaiming: KaimingA::Sqrt5,
+                    },
+                    &mut rng,
+                )?;
                 AdapterWeights::Lora {
                     a: var(&init.adapter.a)?,
                     b: var(&init.adapter.b)?,
@@ -98,9 +117,19 @@ pub fn prepare(mlp: &mut Mlp, method: ToyMethod, budget: &Budget, seed: u64) -> 
             }
             ToyMethod::Abba => {
                 let (r1, r2) = budget.abba_ranks();
-                let scale = AbbaScale::Paper { alpha: budget.abba_alpha };
+                let scale = AbbaScale::Paper {
+                    alpha: budget.abba_alpha,
+                };
                 scale.validate()?;
-                let init = init_abba(w0.view(), r1, r2, scale, AbbaInit::Paper, InitOptions::default(), &mut rng)?;
+                let init = init_abba(
+                    w0.view(),
+                    r1,
+                    r2,
+                    scale,
+                    AbbaInit::Paper,
+                    InitOptions::default(),
+                    &mut rng,
+                )?;
                 let ab = &init.adapter;
                 AdapterWeights::Abba {
                     a1: var(&ab.a1)?,

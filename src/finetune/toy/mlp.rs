@@ -79,7 +79,11 @@ impl Mlp {
             let loss = candle_nn::loss::cross_entropy(&logits, &yc)?;
             loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * len as f64;
             let pred = logits.argmax(D::Minus1)?;
-            let hits = pred.eq(&yc)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()?;
+            let hits = pred
+                .eq(&yc)?
+                .to_dtype(DType::U32)?
+                .sum_all()?
+                .to_scalar::<u32>()?;
             correct += hits as usize;
         }
         Ok((loss_sum / n as f64, correct as f64 / n as f64))

@@ -9,13 +9,12 @@
 //! - [`adapt`]: what each method trains, at equal budget;
 //! - [`train`]: the minibatch Adam loop both phases share;
 //! - [`run`]: the spec (TOML), the two phases and the report;
-//! - [`output`], [`plot`]: the CSV, Markdown and PNG files.
+//! - [`output`]: the CSV, Markdown and PNG files (the plot is [`crate::report::loss_curves`]).
 
 pub mod adapt;
 pub mod mlp;
 pub mod mnist;
 pub mod output;
-pub mod plot;
 pub mod run;
 pub mod train;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::plot::plot_losses;
+use crate::report::loss_curves::plot_losses;
 use super::run::{MNIST_TITLE, ToyReport, ToySpec};
 use crate::error::{AbbaError, Result};
 use crate::study::store::write_atomic;
@@ -68,17 +68,34 @@ pub fn write_outputs(spec: &ToySpec, report: &ToyReport, out_dir: &Path) -> Resu
     let curves: Vec<(String, Vec<f64>)> = report
         .methods
         .iter()
-        .map(|m| (format!("{} ({} params)", m.method, m.trainable_params), m.losses.clone()))
+        .map(|m| {
+            (
+                format!("{} ({} params)", m.method, m.trainable_params),
+                m.losses.clone(),
+            )
+        })
         .collect();
-    let steps_per_epoch = report.methods.first().map_or(1, |m| m.losses.len() / spec.adapt_epochs.max(1));
-    plot_losses(MNIST_TITLE, &curves, steps_per_epoch.clamp(1, 50), &png)?;
+    let steps_per_epoch = report
+        .methods
+        .first()
+        .map_or(1, |m| m.losses.len() / spec.adapt_epochs.max(1));
+    plot_losses(MNIST_TITLE, "adaptation step", &curves, steps_per_epoch.clamp(1, 50), &png).map_err(|e| {
+        crate::error::AbbaError::Io {
+            path: png.display().to_string(),
+            message: format!("{e:#}"),
+        }
+    })?;
     let summary = out_dir.join("summary.md");
     write_atomic(&summary, render_summary(spec, report).as_bytes())?;
     Ok(vec![results, losses, png, summary])
 }
 
 fn pct(v: f64) -> String {
-    if v.is_finite() { format!("{:.1}", 100.0 * v) } else { "–".into() }
+    if v.is_finite() {
+        format!("{:.1}", 100.0 * v)
+    } else {
+        "–".into()
+    }
 }
 
 /// A Markdown page: the setup in one paragraph, then the table.
@@ -117,7 +134,11 @@ pub fn render_summary(spec: &ToySpec, report: &ToyReport) -> String {
             super::run::Status::Ok => "ok",
             super::run::Status::Diverged => "diverged",
         };
-        let loss = if m.final_loss.is_finite() { format!("{:.4}", m.final_loss) } else { "–".into() };
+        let loss = if m.final_loss.is_finite() {
+            format!("{:.4}", m.final_loss)
+        } else {
+            "–".into()
+        };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {:.1} | {} |\n",
             m.method,

@@ -127,7 +127,10 @@ impl ToySpec {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(AbbaError::InvalidArgument(m));
         if self.task != TASK {
-            return bad(format!("task '{}' is not the toy: set task = \"{TASK}\"", self.task));
+            return bad(format!(
+                "task '{}' is not the toy: set task = \"{TASK}\"",
+                self.task
+            ));
         }
         for (name, v) in [
             ("train_per_class", self.train_per_class),
@@ -152,7 +155,9 @@ impl ToySpec {
             }
         }
         if self.methods.is_empty() {
-            return bad("methods is empty: list some of \"lora\", \"hira\", \"abba\", \"full\"".into());
+            return bad(
+                "methods is empty: list some of \"lora\", \"hira\", \"abba\", \"full\"".into(),
+            );
         }
         if self.methods.contains(&ToyMethod::Abba) && !self.rank.is_multiple_of(2) {
             return bad(format!(
@@ -243,7 +248,12 @@ pub fn run_toy(spec: &ToySpec, out_dir: &Path, progress: bool) -> Result<ToyRepo
     };
     let (dtype, device) = (DType::F32, Device::Cpu);
     let digits = load_digits(&spec.data, MNIST_PIXELS)?;
-    let split = split_per_class(&digits, spec.train_per_class, spec.test_per_class, derive(spec.seed, 0))?;
+    let split = split_per_class(
+        &digits,
+        spec.train_per_class,
+        spec.test_per_class,
+        derive(spec.seed, 0),
+    )?;
     let is_old = |l: u8| l < FIRST_NEW_DIGIT;
     let is_new = |l: u8| l >= FIRST_NEW_DIGIT;
     let tensors = |keep: &dyn Fn(u8) -> bool, d: &super::mnist::Digits, what: &str| {
@@ -263,7 +273,14 @@ pub fn run_toy(spec: &ToySpec, out_dir: &Path, progress: bool) -> Result<ToyRepo
 
     // Phase 1: every weight trained on 0–7.
     let started = Instant::now();
-    let mut base = Mlp::new(MNIST_PIXELS, spec.hidden, CLASSES, dtype, &device, derive(spec.seed, 1))?;
+    let mut base = Mlp::new(
+        MNIST_PIXELS,
+        spec.hidden,
+        CLASSES,
+        dtype,
+        &device,
+        derive(spec.seed, 1),
+    )?;
     let vars = base.make_base_trainable()?;
     let opts = |epochs, lr, batch, stream| TrainOpts {
         epochs,
@@ -273,7 +290,12 @@ pub fn run_toy(spec: &ToySpec, out_dir: &Path, progress: bool) -> Result<ToyRepo
         max_grad_norm: spec.max_grad_norm,
         seed: derive(spec.seed, stream),
     };
-    let pre = opts(spec.pretrain_epochs, spec.pretrain_lr, spec.pretrain_batch, 2);
+    let pre = opts(
+        spec.pretrain_epochs,
+        spec.pretrain_lr,
+        spec.pretrain_batch,
+        2,
+    );
     let log = train(&base, vars, &x_old, &y_old, &pre, |_, _| {})?;
     if log.diverged {
         return Err(AbbaError::NoConvergence {
@@ -326,7 +348,11 @@ pub fn run_toy(spec: &ToySpec, out_dir: &Path, progress: bool) -> Result<ToyRepo
             100.0 * report.acc_new,
             100.0 * report.acc_old,
             report.seconds,
-            if status == Status::Diverged { " (diverged)" } else { "" }
+            if status == Status::Diverged {
+                " (diverged)"
+            } else {
+                ""
+            }
         ));
         methods.push(report);
     }

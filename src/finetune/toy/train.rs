@@ -47,7 +47,9 @@ pub fn train(
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<TrainLog> {
     if opts.batch == 0 {
-        return Err(AbbaError::InvalidArgument("batch size 0: use a batch of at least 1".into()));
+        return Err(AbbaError::InvalidArgument(
+            "batch size 0: use a batch of at least 1".into(),
+        ));
     }
     let n = x.dim(0)?;
     let total = total_steps(n, opts);
