@@ -69,12 +69,14 @@ fn randn(shape: (usize, usize), rng: &mut impl Rng) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
-/// ∂L/∂factor from candle's backward against central differences, L = Σ y ⊙ R, in f64.
+/// ∂L/∂factor from candle's backward against central differences, L = Σ z ⊙ R with z = frozen(adapted(x)), in
+/// f64. The second, frozen layer puts the gradient through the x-only backward of frozen projections.
 fn check_gradients(w: AdapterWeights, w0: Tensor, rows: usize) {
     let mut rng = seeded(11);
     let (m, n) = w0.dims2().unwrap();
     let x = randn((rows, n), &mut rng);
-    let r = randn((rows, m), &mut rng);
+    let r = randn((rows, 5), &mut rng);
+    let next = AdaptedLinear::new(randn((5, m), &mut rng), Some(randn((1, 5), &mut rng).squeeze(0).unwrap()));
     let lin = AdaptedLinear {
         weight: w0,
         bias: None,
@@ -82,7 +84,8 @@ fn check_gradients(w: AdapterWeights, w0: Tensor, rows: usize) {
         dropout: 0.0,
     };
     let loss = |lin: &AdaptedLinear| -> Tensor {
-        (lin.forward(&x, &ForwardCtx::eval()).unwrap() * &r).unwrap().sum_all().unwrap()
+        let y = lin.forward(&x, &ForwardCtx::eval()).unwrap();
+        (next.forward(&y, &ForwardCtx::eval()).unwrap() * &r).unwrap().sum_all().unwrap()
     };
     let grads = loss(&lin).backward().unwrap();
     for var in w.vars() {

@@ -38,7 +38,7 @@ impl AdaptedLinear {
         let n_in = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / n_in.max(1);
         let x2 = x.reshape((rows, n_in))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = super::frozen::linear_t(&x2, &self.weight)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }

@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod context;
+pub mod frozen;
 pub mod linear;
 
 pub use adapter::AdapterWeights;

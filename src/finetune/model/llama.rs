@@ -147,7 +147,7 @@ impl Llama {
         }
         let x = candle_nn::ops::rms_norm_slow(&x, &self.norm, self.cfg.rms_norm_eps as f32)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let logits = x.reshape((b * t, h))?.matmul(&head.t()?)?;
+        let logits = crate::finetune::layers::frozen::linear_t(&x.reshape((b * t, h))?, head)?;
         Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
     }
 
