@@ -9,7 +9,9 @@ fn abba() -> Command {
 }
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(rel)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -38,12 +40,19 @@ const ABBA: &str = "method = \"abba\"\nr1 = 2\nr2 = 3\nalpha = 2.0";
 /// Exit code ≠ 0, no panic, and exactly one stderr line containing every `needles` entry.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
     for n in needles {
-        assert!(lines[0].contains(n), "'{}' does not mention '{n}'", lines[0]);
+        assert!(
+            lines[0].contains(n),
+            "'{}' does not mention '{n}'",
+            lines[0]
+        );
     }
 }
 
@@ -57,16 +66,34 @@ fn finetune_export_merge_and_eval_end_to_end() {
     let cfg_text = std::fs::read_to_string(model.join("config.json")).unwrap();
     std::fs::write(
         model.join("config.json"),
-        cfg_text.replace("\"max_position_embeddings\": 128", "\"max_position_embeddings\": 512"),
+        cfg_text.replace(
+            "\"max_position_embeddings\": 128",
+            "\"max_position_embeddings\": 512",
+        ),
     )
     .unwrap();
     let cfg = config(&dir, &model, ABBA, SYNTHETIC);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("max_len = 100", "max_len = 400");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_len = 100", "max_len = 400");
     std::fs::write(&cfg, text).unwrap();
-    let out = abba().args(["finetune", "--quiet", "--device", "cpu"]).arg(&cfg).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = abba()
+        .args(["finetune", "--quiet", "--device", "cpu"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run = dir.join("out");
-    for f in ["report.json", "train_log.csv", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"] {
+    for f in [
+        "report.json",
+        "train_log.csv",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ] {
         assert!(run.join(f).is_file(), "missing {f}");
     }
     let report: serde_json::Value =
@@ -74,14 +101,26 @@ fn finetune_export_merge_and_eval_end_to_end() {
     assert_eq!(report["status"], "ok");
     assert_eq!(report["steps"], 4);
     // ABBA (2, 3) on 14 modules: (r1 + r2)·(m + n) each.
-    let expected: u64 = [(32, 32), (16, 32), (16, 32), (32, 32), (64, 32), (64, 32), (32, 64)]
-        .iter()
-        .map(|(m, n)| 5 * (m + n) as u64)
-        .sum::<u64>()
+    let expected: u64 = [
+        (32, 32),
+        (16, 32),
+        (16, 32),
+        (32, 32),
+        (64, 32),
+        (64, 32),
+        (32, 64),
+    ]
+    .iter()
+    .map(|(m, n)| 5 * (m + n) as u64)
+    .sum::<u64>()
         * 2;
     assert_eq!(report["trainable_params"].as_u64().unwrap(), expected);
 
-    for (to, extra) in [("peft-loha", vec![]), ("peft-lora", vec![]), ("peft-lora", vec!["--rank", "2"])] {
+    for (to, extra) in [
+        ("peft-loha", vec![]),
+        ("peft-lora", vec![]),
+        ("peft-lora", vec!["--rank", "2"]),
+    ] {
         let target = dir.join(format!("export-{to}-{}", extra.len()));
         let out = abba()
             .args(["export", "--to", to, "--adapter"])
@@ -91,10 +130,19 @@ fn finetune_export_merge_and_eval_end_to_end() {
             .args(&extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let cfg: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(target.join("adapter_config.json")).unwrap()).unwrap();
-        assert_eq!(cfg["peft_type"], if to == "peft-loha" { "LOHA" } else { "LORA" });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(target.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg["peft_type"],
+            if to == "peft-loha" { "LOHA" } else { "LORA" }
+        );
     }
     let merged = dir.join("merged");
     let out = abba()
@@ -106,13 +154,30 @@ fn finetune_export_merge_and_eval_end_to_end() {
         .arg(&merged)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(merged.join("model.safetensors").is_file() && merged.join("tokenizer.json").is_file());
 
     let data = dir.join("eval.jsonl");
-    std::fs::write(&data, "{\"question\": \"What is 2 + 3?\", \"answer\": \"2 + 3 = 5\\n#### 5\"}\n").unwrap();
+    std::fs::write(
+        &data,
+        "{\"question\": \"What is 2 + 3?\", \"answer\": \"2 + 3 = 5\\n#### 5\"}\n",
+    )
+    .unwrap();
     let with_adapter = abba()
-        .args(["eval", "--device", "cpu", "--n", "1", "--max-new-tokens", "4", "--model"])
+        .args([
+            "eval",
+            "--device",
+            "cpu",
+            "--n",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--model",
+        ])
         .arg(&model)
         .arg("--adapter")
         .arg(run.join("adapter"))
@@ -121,13 +186,26 @@ fn finetune_export_merge_and_eval_end_to_end() {
         .output()
         .unwrap();
     let on_merged = abba()
-        .args(["eval", "--device", "cpu", "--n", "1", "--max-new-tokens", "4", "--model"])
+        .args([
+            "eval",
+            "--device",
+            "cpu",
+            "--n",
+            "1",
+            "--max-new-tokens",
+            "4",
+            "--model",
+        ])
         .arg(&merged)
         .arg("--data")
         .arg(&data)
         .output()
         .unwrap();
-    assert!(with_adapter.status.success(), "{}", String::from_utf8_lossy(&with_adapter.stderr));
+    assert!(
+        with_adapter.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_adapter.stderr)
+    );
     let a = String::from_utf8_lossy(&with_adapter.stdout).to_string();
     let b = String::from_utf8_lossy(&on_merged.stdout).to_string();
     assert!(a.contains("loss") && a.contains("accuracy"), "{a}");
@@ -170,7 +248,10 @@ fn missing_and_corrupt_checkpoints_are_named() {
     copy_model(&model);
     let bytes = std::fs::read(model.join("model.safetensors")).unwrap();
     std::fs::write(model.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    assert_one_line_error(&eval_cmd(&model, &data), &["model.safetensors", "corrupt or truncated"]);
+    assert_one_line_error(
+        &eval_cmd(&model, &data),
+        &["model.safetensors", "corrupt or truncated"],
+    );
 
     assert_one_line_error(&eval_cmd(&dir.join("nowhere"), &data), &["nowhere"]);
 }
@@ -182,7 +263,11 @@ fn unsupported_config_field_and_wrong_tensor_shape_are_named() {
     let model = dir.join("m");
     copy_model(&model);
     let cfg = std::fs::read_to_string(model.join("config.json")).unwrap();
-    std::fs::write(model.join("config.json"), cfg.replace("\"silu\"", "\"gelu\"")).unwrap();
+    std::fs::write(
+        model.join("config.json"),
+        cfg.replace("\"silu\"", "\"gelu\""),
+    )
+    .unwrap();
     assert_one_line_error(&eval_cmd(&model, &data), &["hidden_act", "gelu"]);
 
     std::fs::write(
@@ -197,14 +282,31 @@ fn unsupported_config_field_and_wrong_tensor_shape_are_named() {
 fn malformed_jsonl_names_file_and_line() {
     let dir = scratch("jsonl");
     let data = dir.join("bad.jsonl");
-    std::fs::write(&data, "{\"question\": \"q\", \"answer\": \"a\"}\n{\"question\": \"q\"\n").unwrap();
-    let cfg = config(&dir, &fixture("tiny-llama"), ABBA, &format!("train = \"{}\"", data.display()));
-    let out = abba().args(["finetune", "--quiet", "--device", "cpu"]).arg(&cfg).output().unwrap();
+    std::fs::write(
+        &data,
+        "{\"question\": \"q\", \"answer\": \"a\"}\n{\"question\": \"q\"\n",
+    )
+    .unwrap();
+    let cfg = config(
+        &dir,
+        &fixture("tiny-llama"),
+        ABBA,
+        &format!("train = \"{}\"", data.display()),
+    );
+    let out = abba()
+        .args(["finetune", "--quiet", "--device", "cpu"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_one_line_error(&out, &["bad.jsonl:2"]);
     assert!(!dir.join("out").join("report.json").exists());
 
     std::fs::write(&data, "{\"question\": \"q\", \"answer\": \"a\"}\n\n").unwrap();
-    let out = abba().args(["finetune", "--quiet", "--device", "cpu"]).arg(&cfg).output().unwrap();
+    let out = abba()
+        .args(["finetune", "--quiet", "--device", "cpu"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_one_line_error(&out, &["bad.jsonl:2"]);
 }
 
@@ -213,9 +315,16 @@ fn unknown_target_module_lists_valid_ones() {
     let dir = scratch("target");
     let adapter = "method = \"lora\"\nr = 2\ntarget_modules = [\"q_proj\", \"qkv_proj\"]";
     let cfg = config(&dir, &fixture("tiny-llama"), adapter, SYNTHETIC);
-    let out = abba().args(["finetune", "--quiet", "--device", "cpu"]).arg(&cfg).output().unwrap();
+    let out = abba()
+        .args(["finetune", "--quiet", "--device", "cpu"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_one_line_error(&out, &["qkv_proj", "down_proj"]);
-    assert!(!dir.join("out").exists(), "nothing may be written for a config that does not load");
+    assert!(
+        !dir.join("out").exists(),
+        "nothing may be written for a config that does not load"
+    );
 }
 
 #[test]
@@ -225,7 +334,11 @@ fn cuda_without_a_cuda_build_says_how_to_get_one() {
     }
     let dir = scratch("cuda");
     let cfg = config(&dir, &fixture("tiny-llama"), ABBA, SYNTHETIC);
-    let out = abba().args(["finetune", "--device", "cuda"]).arg(&cfg).output().unwrap();
+    let out = abba()
+        .args(["finetune", "--device", "cuda"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_one_line_error(&out, &["--features cuda"]);
     assert!(!dir.join("out").exists());
 }
@@ -237,9 +350,17 @@ fn adapter_for_another_model_leaves_no_merged_checkpoint() {
     // tensors with a config claiming r = 3.
     let adapter = dir.join("adapter");
     std::fs::create_dir_all(&adapter).unwrap();
-    std::fs::copy(fixture("peft/lora/adapter_model.safetensors"), adapter.join("adapter_model.safetensors")).unwrap();
+    std::fs::copy(
+        fixture("peft/lora/adapter_model.safetensors"),
+        adapter.join("adapter_model.safetensors"),
+    )
+    .unwrap();
     let cfg = std::fs::read_to_string(fixture("peft/lora/adapter_config.json")).unwrap();
-    std::fs::write(adapter.join("adapter_config.json"), cfg.replace("\"r\": 4", "\"r\": 3")).unwrap();
+    std::fs::write(
+        adapter.join("adapter_config.json"),
+        cfg.replace("\"r\": 4", "\"r\": 3"),
+    )
+    .unwrap();
     let out_dir = dir.join("merged");
     let out = abba()
         .args(["merge-adapter", "--model"])
@@ -251,7 +372,10 @@ fn adapter_for_another_model_leaves_no_merged_checkpoint() {
         .output()
         .unwrap();
     assert_one_line_error(&out, &["lora_A", "shape"]);
-    assert!(!out_dir.exists(), "a failed merge must not leave a checkpoint");
+    assert!(
+        !out_dir.exists(),
+        "a failed merge must not leave a checkpoint"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())

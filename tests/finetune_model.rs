@@ -10,16 +10,22 @@ use abba::finetune::model::{Checkpoint, Llama};
 use candle_core::{DType, Device, Tensor};
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(rel)
 }
 
 fn load_tensor(rel: &str, key: &str) -> Tensor {
     let map = candle_core::safetensors::load(fixture(rel), &Device::Cpu).unwrap();
-    map.get(key).unwrap_or_else(|| panic!("{key} in {rel}")).clone()
+    map.get(key)
+        .unwrap_or_else(|| panic!("{key} in {rel}"))
+        .clone()
 }
 
 fn inputs() -> Tensor {
-    load_tensor("inputs.safetensors", "input_ids").to_dtype(DType::U32).unwrap()
+    load_tensor("inputs.safetensors", "input_ids")
+        .to_dtype(DType::U32)
+        .unwrap()
 }
 
 fn model(dir: &str) -> Llama {
@@ -29,21 +35,46 @@ fn model(dir: &str) -> Llama {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn assert_logits(dir: &str, expected_file: &str, key: &str, m: &Llama) {
     let got = m.forward(&inputs(), &ForwardCtx::eval(), None).unwrap();
     let want = load_tensor(expected_file, key);
     let d = max_abs_diff(&got, &want);
-    let scale: f32 = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
-    assert!(scale > 1.0, "{dir}: fixture logits are too small to test anything");
+    let scale: f32 = want
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(
+        scale > 1.0,
+        "{dir}: fixture logits are too small to test anything"
+    );
     assert!(d < 1e-4, "{dir}: max |ours − transformers| = {d}");
 }
 
 #[test]
 fn llama_logits_match_transformers() {
-    assert_logits("tiny-llama", "tiny-llama/expected.safetensors", "logits", &model("tiny-llama"));
+    assert_logits(
+        "tiny-llama",
+        "tiny-llama/expected.safetensors",
+        "logits",
+        &model("tiny-llama"),
+    );
 }
 
 #[test]
@@ -59,14 +90,24 @@ fn sharded_checkpoint_loads_like_the_single_file() {
 
 #[test]
 fn llama3_rope_scaling_and_tied_embeddings_match_transformers() {
-    assert_logits("tiny-llama3", "tiny-llama3/expected.safetensors", "logits", &model("tiny-llama3"));
+    assert_logits(
+        "tiny-llama3",
+        "tiny-llama3/expected.safetensors",
+        "logits",
+        &model("tiny-llama3"),
+    );
 }
 
 #[test]
 fn qwen2_with_attention_bias_matches_transformers() {
     let m = model("tiny-qwen2");
     assert!(m.blocks[0].q.bias.is_some() && m.blocks[0].o.bias.is_none());
-    assert_logits("tiny-qwen2", "tiny-qwen2/expected.safetensors", "logits", &m);
+    assert_logits(
+        "tiny-qwen2",
+        "tiny-qwen2/expected.safetensors",
+        "logits",
+        &m,
+    );
 }
 
 #[test]
@@ -76,10 +117,24 @@ fn peft_adapters_load_and_reproduce_peft_outputs() {
         let set = AdapterSet::load(&fixture(&format!("peft/{kind}")), &m).unwrap();
         assert_eq!(set.modules.len(), 14, "{kind}: 7 modules × 2 layers");
         set.attach(&mut m);
-        assert_logits(kind, &format!("peft/{kind}/expected.safetensors"), "logits", &m);
+        assert_logits(
+            kind,
+            &format!("peft/{kind}/expected.safetensors"),
+            "logits",
+            &m,
+        );
         // ΔW of two modules against PEFT's merged-minus-base.
-        for path in ["model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"] {
-            let lin = m.linears().into_iter().find(|(p, _, _)| p == path).unwrap().2.clone();
+        for path in [
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.1.mlp.down_proj",
+        ] {
+            let lin = m
+                .linears()
+                .into_iter()
+                .find(|(p, _, _)| p == path)
+                .unwrap()
+                .2
+                .clone();
             let ours = lin.adapter.as_ref().unwrap().delta(&lin.weight).unwrap();
             let want = load_tensor(&format!("peft/{kind}/delta.safetensors"), path);
             let d = max_abs_diff(&ours, &want);

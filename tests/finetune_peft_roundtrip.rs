@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use abba::finetune::adapters::config::AdapterSection;
-use abba::finetune::adapters::export::{LoraRank, to_lora, to_loha};
+use abba::finetune::adapters::export::{LoraRank, to_loha, to_lora};
 use abba::finetune::adapters::inject;
 use abba::finetune::adapters::peft::{AdapterKind, AdapterSet, adapter_tensors};
 use abba::finetune::layers::ForwardCtx;
@@ -17,11 +17,18 @@ use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(rel)
 }
 
 fn tiny() -> Llama {
-    Llama::load(&Checkpoint::open(&fixture("tiny-llama")).unwrap(), DType::F32, &Device::Cpu).unwrap()
+    Llama::load(
+        &Checkpoint::open(&fixture("tiny-llama")).unwrap(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// A model carrying seeded non-trivial adapters of `method`, and how to describe them in a file.
@@ -36,8 +43,11 @@ fn adapted(method: &str) -> (Llama, AdapterKind) {
     let (vars, _) = inject(&mut m, &cfg, 21).unwrap();
     let mut rng = seeded(22);
     for (_, v) in &vars {
-        let data: Vec<f32> = (0..v.elem_count()).map(|_| rng.random::<f32>() - 0.5).collect();
-        v.set(&Tensor::from_vec(data, v.shape(), &Device::Cpu).unwrap()).unwrap();
+        let data: Vec<f32> = (0..v.elem_count())
+            .map(|_| rng.random::<f32>() - 0.5)
+            .collect();
+        v.set(&Tensor::from_vec(data, v.shape(), &Device::Cpu).unwrap())
+            .unwrap();
     }
     let kind = abba::finetune::job::run::adapter_kind(&cfg.method).unwrap();
     (m, kind)
@@ -58,13 +68,23 @@ fn sets() -> Vec<(&'static str, Llama, AdapterSet)> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
 fn adapters_we_write_load_in_peft_with_the_same_outputs() {
     let write = std::env::var("ABBA_WRITE_FIXTURES").is_ok();
-    let inputs = candle_core::safetensors::load(fixture("inputs.safetensors"), &Device::Cpu).unwrap()["input_ids"]
+    let inputs = candle_core::safetensors::load(fixture("inputs.safetensors"), &Device::Cpu)
+        .unwrap()["input_ids"]
         .to_dtype(DType::U32)
         .unwrap();
     for (name, model, set) in sets() {
@@ -74,19 +94,32 @@ fn adapters_we_write_load_in_peft_with_the_same_outputs() {
             continue;
         }
         // The committed file is what the current writer produces…
-        let committed = candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+        let committed =
+            candle_core::safetensors::load(dir.join("adapter_model.safetensors"), &Device::Cpu)
+                .unwrap();
         let ours: HashMap<String, Tensor> = adapter_tensors(&set).unwrap();
         assert_eq!(committed.len(), ours.len(), "{name}: tensor count");
         for (k, t) in &ours {
-            let c = committed.get(k).unwrap_or_else(|| panic!("{name}: {k} not in the committed file"));
-            assert_eq!(max_abs_diff(c, t), 0.0, "{name}: {k} differs from the committed file");
+            let c = committed
+                .get(k)
+                .unwrap_or_else(|| panic!("{name}: {k} not in the committed file"));
+            assert_eq!(
+                max_abs_diff(c, t),
+                0.0,
+                "{name}: {k} differs from the committed file"
+            );
         }
         // …and PEFT, loading it, computes what our adapted model computes (ABBA exports: what the ABBA computes).
-        let peft = candle_core::safetensors::load(dir.join("peft_logits.safetensors"), &Device::Cpu).unwrap();
+        let peft =
+            candle_core::safetensors::load(dir.join("peft_logits.safetensors"), &Device::Cpu)
+                .unwrap();
         let got = model.forward(&inputs, &ForwardCtx::eval(), None).unwrap();
         let d = max_abs_diff(&got, &peft["logits"]);
         assert!(d < 1e-4, "{name}: our logits differ from PEFT's by {d}");
         let base = tiny().forward(&inputs, &ForwardCtx::eval(), None).unwrap();
-        assert!(max_abs_diff(&base, &peft["logits"]) > 0.05, "{name}: the adapter must change the outputs");
+        assert!(
+            max_abs_diff(&base, &peft["logits"]) > 0.05,
+            "{name}: the adapter must change the outputs"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use abba::finetune::adapters::config::AdapterSection;
-use abba::finetune::adapters::export::{LoraRank, to_lora, to_loha};
+use abba::finetune::adapters::export::{LoraRank, to_loha, to_lora};
 use abba::finetune::adapters::peft::{AdapterKind, AdapterSet};
 use abba::finetune::adapters::{AdapterConfig, inject};
 use abba::finetune::arith::arithmetic_problems;
@@ -19,7 +19,9 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(rel)
 }
 
 /// The fixture model with room for Alpaca prompts (it declares 128 positions; RoPE has no learned positions, so
@@ -31,7 +33,8 @@ fn tiny() -> Llama {
 }
 
 fn section(method: &str) -> AdapterSection {
-    let mut s: AdapterSection = toml::from_str(&format!("method = \"{method}\"\nr = 4\nalpha = 8.0")).unwrap();
+    let mut s: AdapterSection =
+        toml::from_str(&format!("method = \"{method}\"\nr = 4\nalpha = 8.0")).unwrap();
     if method == "abba" {
         s.r = None;
         s.r1 = Some(2);
@@ -61,11 +64,22 @@ fn logits(m: &Llama) -> Tensor {
 }
 
 fn max_abs(t: &Tensor) -> f64 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn randn(shape: (usize, usize), rng: &mut impl Rng) -> Tensor {
-    let v: Vec<f64> = (0..shape.0 * shape.1).map(|_| rng.random::<f64>() * 2.0 - 1.0).collect();
+    let v: Vec<f64> = (0..shape.0 * shape.1)
+        .map(|_| rng.random::<f64>() * 2.0 - 1.0)
+        .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
@@ -76,7 +90,10 @@ fn check_gradients(w: AdapterWeights, w0: Tensor, rows: usize) {
     let (m, n) = w0.dims2().unwrap();
     let x = randn((rows, n), &mut rng);
     let r = randn((rows, 5), &mut rng);
-    let next = AdaptedLinear::new(randn((5, m), &mut rng), Some(randn((1, 5), &mut rng).squeeze(0).unwrap()));
+    let next = AdaptedLinear::new(
+        randn((5, m), &mut rng),
+        Some(randn((1, 5), &mut rng).squeeze(0).unwrap()),
+    );
     let lin = AdaptedLinear {
         weight: w0,
         bias: None,
@@ -85,24 +102,39 @@ fn check_gradients(w: AdapterWeights, w0: Tensor, rows: usize) {
     };
     let loss = |lin: &AdaptedLinear| -> Tensor {
         let y = lin.forward(&x, &ForwardCtx::eval()).unwrap();
-        (next.forward(&y, &ForwardCtx::eval()).unwrap() * &r).unwrap().sum_all().unwrap()
+        (next.forward(&y, &ForwardCtx::eval()).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
     };
     let grads = loss(&lin).backward().unwrap();
     for var in w.vars() {
-        let g: Vec<f64> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f64> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let h = 1e-6;
         for i in (0..base.len()).step_by(3) {
             let at = |d: f64| {
                 let mut p = base.clone();
                 p[i] += d;
-                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
                 let v: f64 = loss(&lin).to_scalar().unwrap();
                 v
             };
             let fd = (at(h) - at(-h)) / (2.0 * h);
-            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
-            assert!((fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()), "element {i}: autograd {} vs FD {fd}", g[i]);
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            assert!(
+                (fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()),
+                "element {i}: autograd {} vs FD {fd}",
+                g[i]
+            );
         }
     }
 }
@@ -117,11 +149,22 @@ fn adapter_layer_gradients_match_finite_differences() {
     let (m, n) = (12, 10);
     let w0 = randn((m, n), &mut rng);
     check_gradients(
-        AdapterWeights::Lora { a: var((3, n), &mut rng), b: var((m, 3), &mut rng), scale: 1.7 },
+        AdapterWeights::Lora {
+            a: var((3, n), &mut rng),
+            b: var((m, 3), &mut rng),
+            scale: 1.7,
+        },
         w0.clone(),
         4,
     );
-    check_gradients(AdapterWeights::Hira { a: var((3, n), &mut rng), b: var((m, 3), &mut rng) }, w0.clone(), 4);
+    check_gradients(
+        AdapterWeights::Hira {
+            a: var((3, n), &mut rng),
+            b: var((m, 3), &mut rng),
+        },
+        w0.clone(),
+        4,
+    );
     // ABBA at two batch sizes so both forward paths (Khatri–Rao for few rows, materialised for many) are checked.
     for rows in [1, 64] {
         check_gradients(
@@ -212,16 +255,34 @@ fn merged_model_equals_adapter_model() {
         let (vars, _) = inject(&mut m, &adapter(method), 4).unwrap();
         for (_, v) in &vars {
             let size = if method == "abba" { 1.0 } else { 0.2 };
-            v.set(&(randn(v.dims2().unwrap(), &mut rng).to_dtype(DType::F32).unwrap() * size).unwrap()).unwrap();
+            v.set(
+                &(randn(v.dims2().unwrap(), &mut rng)
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    * size)
+                    .unwrap(),
+            )
+            .unwrap();
         }
         let with_adapter = logits(&m);
         let dir = tempdir(&format!("merged-{method}"));
         abba::finetune::job::model_io::save_hf_model(&m, &dir.join("merged"), None).unwrap();
-        let merged = Llama::load(&Checkpoint::open(&dir.join("merged")).unwrap(), DType::F32, &Device::Cpu).unwrap();
+        let merged = Llama::load(
+            &Checkpoint::open(&dir.join("merged")).unwrap(),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
         let base_diff = max_abs(&(logits(&tiny()) - &with_adapter).unwrap());
         let d = max_abs(&(logits(&merged) - &with_adapter).unwrap());
-        assert!(base_diff > 0.1, "{method}: the adapter must matter for this test");
-        assert!(d < 1e-4, "{method}: merged differs from adapter model by {d}");
+        assert!(
+            base_diff > 0.1,
+            "{method}: the adapter must matter for this test"
+        );
+        assert!(
+            d < 1e-4,
+            "{method}: merged differs from adapter model by {d}"
+        );
     }
 }
 
@@ -234,32 +295,67 @@ fn loha_and_lora_exports_reproduce_abba_delta() {
     sec.r2 = Some(3);
     let (vars, _) = inject(&mut m, &sec.resolve().unwrap(), 4).unwrap();
     for (_, v) in &vars {
-        v.set(&randn(v.dims2().unwrap(), &mut rng).to_dtype(DType::F32).unwrap()).unwrap();
+        v.set(
+            &randn(v.dims2().unwrap(), &mut rng)
+                .to_dtype(DType::F32)
+                .unwrap(),
+        )
+        .unwrap();
     }
-    let kind = AdapterKind::Abba { r1: 2, r2: 3, scale: 0.7, convention: "explicit".into() };
+    let kind = AdapterKind::Abba {
+        r1: 2,
+        r2: 3,
+        scale: 0.7,
+        convention: "explicit".into(),
+    };
     let set = AdapterSet::from_model(&m, kind, 0.0, "").unwrap();
     let loha = to_loha(&set).unwrap();
     let exact = to_lora(&set, LoraRank::Exact).unwrap();
-    assert_eq!(loha.kind, AdapterKind::Loha { r: 3, alpha: loha_alpha(&loha) });
+    assert_eq!(
+        loha.kind,
+        AdapterKind::Loha {
+            r: 3,
+            alpha: loha_alpha(&loha)
+        }
+    );
     assert!(matches!(exact.kind, AdapterKind::Lora { r: 6, .. }));
     for (i, (path, w)) in set.modules.iter().enumerate() {
-        let lin = m.linears().into_iter().find(|(p, _, _)| p == path).unwrap().2.clone();
+        let lin = m
+            .linears()
+            .into_iter()
+            .find(|(p, _, _)| p == path)
+            .unwrap()
+            .2
+            .clone();
         let want = w.delta(&lin.weight).unwrap();
         for other in [&loha.modules[i].1, &exact.modules[i].1] {
             let d = max_abs(&(other.delta(&lin.weight).unwrap() - &want).unwrap());
-            assert!(d < 1e-4 * (1.0 + max_abs(&want)), "{path}: export changes ΔW by {d}");
+            assert!(
+                d < 1e-4 * (1.0 + max_abs(&want)),
+                "{path}: export changes ΔW by {d}"
+            );
         }
     }
     // Truncated to rank 1: the error is the Eckart–Young tail of ΔW's spectrum.
     let trunc = to_lora(&set, LoraRank::Truncated(1)).unwrap();
     let (path, w) = &set.modules[0];
-    let lin = m.linears().into_iter().find(|(p, _, _)| p == path).unwrap().2.clone();
+    let lin = m
+        .linears()
+        .into_iter()
+        .find(|(p, _, _)| p == path)
+        .unwrap()
+        .2
+        .clone();
     let delta = abba::finetune::bridge::to_array(&w.delta(&lin.weight).unwrap()).unwrap();
     let sv = abba::linalg::singular_values(delta.view()).unwrap();
     let tail: f64 = sv.iter().skip(1).map(|s| s * s).sum();
-    let got = abba::finetune::bridge::to_array(&trunc.modules[0].1.delta(&lin.weight).unwrap()).unwrap();
+    let got =
+        abba::finetune::bridge::to_array(&trunc.modules[0].1.delta(&lin.weight).unwrap()).unwrap();
     let err: f64 = (&got - &delta).iter().map(|x| x * x).sum();
-    assert!((err - tail).abs() < 1e-3 * tail.max(1e-9), "truncation error {err} vs tail {tail}");
+    assert!(
+        (err - tail).abs() < 1e-3 * tail.max(1e-9),
+        "truncation error {err} vs tail {tail}"
+    );
 }
 
 fn loha_alpha(set: &AdapterSet) -> f64 {
@@ -281,7 +377,11 @@ fn interrupted_training_resumes_to_the_same_weights() {
     };
     let mut section = section("abba");
     section.dropout = 0.1;
-    let run = |dir: &Path, stop_at: Option<usize>, resume: bool, m: &mut Llama, vars: &[(String, Var)]| {
+    let run = |dir: &Path,
+               stop_at: Option<usize>,
+               resume: bool,
+               m: &mut Llama,
+               vars: &[(String, Var)]| {
         train(TrainSetup {
             model: m,
             vars,
@@ -297,7 +397,9 @@ fn interrupted_training_resumes_to_the_same_weights() {
         .unwrap()
     };
     let values = |vars: &[(String, Var)]| -> Vec<Vec<f32>> {
-        vars.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect()
+        vars.iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect()
     };
     let straight = {
         let mut m = tiny();
@@ -315,13 +417,21 @@ fn interrupted_training_resumes_to_the_same_weights() {
     let (vars, _) = inject(&mut m, &section.resolve().unwrap(), 0).unwrap();
     let out = run(&dir, None, true, &mut m, &vars);
     assert_eq!(out.resumed_from, Some(5));
-    assert_eq!(values(&vars), straight, "resumed weights differ from an uninterrupted run");
+    assert_eq!(
+        values(&vars),
+        straight,
+        "resumed weights differ from an uninterrupted run"
+    );
     let steps: Vec<usize> = abba::finetune::train::log::read_rows(&dir.join("train_log.csv"))
         .unwrap()
         .iter()
         .map(|r| r.step)
         .collect();
-    assert_eq!(steps, (1..=8).collect::<Vec<_>>(), "the log holds each step once");
+    assert_eq!(
+        steps,
+        (1..=8).collect::<Vec<_>>(),
+        "the log holds each step once"
+    );
 }
 
 fn tempdir(name: &str) -> PathBuf {

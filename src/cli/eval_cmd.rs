@@ -76,21 +76,33 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .map(|c| collate(&c.iter().collect::<Vec<_>>(), special.pad))
         .collect();
     let loss = mean_loss(&model, &batches)?;
-    println!("loss {loss:.4}, perplexity {:.3} over {} examples", loss.exp(), examples.len());
+    println!(
+        "loss {loss:.4}, perplexity {:.3} over {} examples",
+        loss.exp(),
+        examples.len()
+    );
     let n = args.n.min(examples.len());
     if n == 0 {
         return Ok(());
     }
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new(n as u64);
-        b.set_style(ProgressStyle::with_template("{spinner} eval [{bar:30}] {pos}/{len} {elapsed}").expect("valid"));
+        b.set_style(
+            ProgressStyle::with_template("{spinner} eval [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("valid"),
+        );
         b
     } else {
         ProgressBar::hidden()
     };
-    let report = evaluate_generation(&model, &tok, &special, &examples[..n], args.max_new_tokens, |i| {
-        bar.set_position(i as u64)
-    })?;
+    let report = evaluate_generation(
+        &model,
+        &tok,
+        &special,
+        &examples[..n],
+        args.max_new_tokens,
+        |i| bar.set_position(i as u64),
+    )?;
     bar.finish_and_clear();
     println!(
         "accuracy {:.2}% (last number), exact match {:.2}%, n = {}",
@@ -99,7 +111,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         report.n
     );
     if let Some(path) = &args.samples {
-        let lines: Vec<String> = report.samples.iter().filter_map(|s| serde_json::to_string(s).ok()).collect();
+        let lines: Vec<String> = report
+            .samples
+            .iter()
+            .filter_map(|s| serde_json::to_string(s).ok())
+            .collect();
         write_atomic(path, (lines.join("\n") + "\n").as_bytes())?;
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use abba::finetune::adapters::export::{LoraRank, to_lora, to_loha};
+use abba::finetune::adapters::export::{LoraRank, to_loha, to_lora};
 use abba::finetune::adapters::peft::AdapterSet;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -33,7 +33,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let set = AdapterSet::load_standalone(&args.adapter)?;
     let exported = match args.format {
         ExportFormat::PeftLoha => to_loha(&set)?,
-        ExportFormat::PeftLora => to_lora(&set, args.rank.map_or(LoraRank::Exact, LoraRank::Truncated))?,
+        ExportFormat::PeftLora => {
+            to_lora(&set, args.rank.map_or(LoraRank::Exact, LoraRank::Truncated))?
+        }
     };
     exported.save(&args.out)?;
     println!(

@@ -33,7 +33,8 @@ pub struct FinetuneArgs {
 
 /// Which kind of job a config describes (`task = "mnist-toy"`, or a Llama job by default).
 fn task_of(path: &PathBuf) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let value: toml::Table = toml::from_str(&text).unwrap_or_default();
     Ok(value
         .get("task")
@@ -51,7 +52,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
                 let spec = abba::finetune::toy::load_spec(path)?;
                 let out = spec.out.clone();
                 if !args.force && out.join("results.csv").is_file() {
-                    eprintln!("{}: done already ({}); --force re-runs it", path.display(), out.display());
+                    eprintln!(
+                        "{}: done already ({}); --force re-runs it",
+                        path.display(),
+                        out.display()
+                    );
                     continue;
                 }
                 abba::finetune::toy::run_toy(&spec, &out, !args.quiet)?;
@@ -62,7 +67,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
                 let out = spec.output.dir.clone();
                 llm_runs.push(out.clone());
                 if !args.force && !args.restart && abba::finetune::job::run::finished(&out) {
-                    eprintln!("{}: done already ({}); --force re-runs it", path.display(), out.display());
+                    eprintln!(
+                        "{}: done already ({}); --force re-runs it",
+                        path.display(),
+                        out.display()
+                    );
                     continue;
                 }
                 let report = run_finetune(
@@ -81,7 +90,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
                     report.first_loss,
                     report.last_loss,
                     report.eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
-                    report.eval_accuracy.map_or("-".into(), |a| format!("{:.1}%", 100.0 * a)),
+                    report
+                        .eval_accuracy
+                        .map_or("-".into(), |a| format!("{:.1}%", 100.0 * a)),
                     report.tokens_per_s,
                     report.status
                 );

@@ -91,7 +91,9 @@ pub fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
     if dtype != DType::F32 && device.is_cpu() {
         return Err(AbbaError::Unsupported {
             what: format!("dtype {name} on the CPU"),
-            message: "candle's CPU kernels are slow in half precision: use dtype = \"f32\" on the CPU".into(),
+            message:
+                "candle's CPU kernels are slow in half precision: use dtype = \"f32\" on the CPU"
+                    .into(),
         });
     }
     Ok(dtype)

@@ -31,12 +31,22 @@ pub fn trailing_mean(values: &[f64], window: usize) -> Vec<f64> {
 
 /// Draws `curves` (label, per-step losses) to the PNG `out`, atomically. Non-finite losses (a diverged run) end
 /// that curve. `window` is the trailing-mean length; `x_desc` names the step axis.
-pub fn plot_losses(title: &str, x_desc: &str, curves: &[(String, Vec<f64>)], window: usize, out: &Path) -> Result<()> {
+pub fn plot_losses(
+    title: &str,
+    x_desc: &str,
+    curves: &[(String, Vec<f64>)],
+    window: usize,
+    out: &Path,
+) -> Result<()> {
     fonts::ensure_registered()?;
     let curves: Vec<(&str, Vec<f64>, Vec<f64>)> = curves
         .iter()
         .map(|(label, c)| {
-            let raw: Vec<f64> = c.iter().take_while(|v| v.is_finite()).map(|v| v.max(FLOOR)).collect();
+            let raw: Vec<f64> = c
+                .iter()
+                .take_while(|v| v.is_finite())
+                .map(|v| v.max(FLOOR))
+                .collect();
             let mean = trailing_mean(&raw, window);
             (label.as_str(), raw, mean)
         })
@@ -44,11 +54,18 @@ pub fn plot_losses(title: &str, x_desc: &str, curves: &[(String, Vec<f64>)], win
     let (lo, hi) = curves
         .iter()
         .flat_map(|(_, raw, _)| raw.iter().copied())
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !lo.is_finite() {
         bail!("{title}: no finite loss to plot");
     }
-    let steps = curves.iter().map(|(_, raw, _)| raw.len()).max().unwrap_or(1).max(2);
+    let steps = curves
+        .iter()
+        .map(|(_, raw, _)| raw.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
     write_atomically(out, |tmp| {
         let root = BitMapBackend::new(tmp, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
@@ -57,11 +74,16 @@ pub fn plot_losses(title: &str, x_desc: &str, curves: &[(String, Vec<f64>)], win
             .margin(16)
             .x_label_area_size(50)
             .y_label_area_size(80)
-            .build_cartesian_2d(0.0..(steps - 1) as f64 * 1.02, (lo / 1.5..hi * 1.5).log_scale())?;
+            .build_cartesian_2d(
+                0.0..(steps - 1) as f64 * 1.02,
+                (lo / 1.5..hi * 1.5).log_scale(),
+            )?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
-            .y_desc(format!("training loss (thin: each step; bold: mean of last {window})"))
+            .y_desc(format!(
+                "training loss (thin: each step; bold: mean of last {window})"
+            ))
             .label_style((FAMILY, 15))
             .axis_desc_style((FAMILY, 17))
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -71,8 +93,16 @@ pub fn plot_losses(title: &str, x_desc: &str, curves: &[(String, Vec<f64>)], win
             .draw()?;
         for (i, (label, raw, mean)) in curves.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let points = |v: &[f64]| v.iter().enumerate().map(|(k, &l)| (k as f64, l)).collect::<Vec<_>>();
-            chart.draw_series(LineSeries::new(points(raw), color.mix(0.25).stroke_width(1)))?;
+            let points = |v: &[f64]| {
+                v.iter()
+                    .enumerate()
+                    .map(|(k, &l)| (k as f64, l))
+                    .collect::<Vec<_>>()
+            };
+            chart.draw_series(LineSeries::new(
+                points(raw),
+                color.mix(0.25).stroke_width(1),
+            ))?;
             let bold = color.stroke_width(3);
             chart
                 .draw_series(LineSeries::new(points(mean), bold))?

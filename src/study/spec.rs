@@ -153,7 +153,11 @@ impl StudySpec {
 }
 
 /// Deserialises TOML text; an error names `origin:line:col` and the problem on one line.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str, format: &'static str) -> Result<T> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    format: &'static str,
+) -> Result<T> {
     toml::from_str(text).map_err(|e| {
         let (line, col) = e
             .span()

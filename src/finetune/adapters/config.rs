@@ -10,9 +10,21 @@ use crate::finetune::model::TargetModule;
 /// The method and its hyper-parameters, resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MethodSpec {
-    Lora { r: usize, scale: LoraScale, init: LoraInit },
-    Hira { r: usize, kaiming: KaimingA },
-    Abba { r1: usize, r2: usize, scale: AbbaScale, init: AbbaInit },
+    Lora {
+        r: usize,
+        scale: LoraScale,
+        init: LoraInit,
+    },
+    Hira {
+        r: usize,
+        kaiming: KaimingA,
+    },
+    Abba {
+        r1: usize,
+        r2: usize,
+        scale: AbbaScale,
+        init: AbbaInit,
+    },
     /// Full fine-tuning: every base weight trains, no adapter.
     Full,
 }
@@ -49,8 +61,9 @@ pub struct AdapterSection {
 impl AdapterSection {
     pub fn resolve(&self) -> Result<AdapterConfig> {
         let rank = |what: &str, v: Option<usize>| -> Result<usize> {
-            v.filter(|&r| r > 0)
-                .ok_or_else(|| AbbaError::InvalidArgument(format!("[adapter] {what} must be a positive integer")))
+            v.filter(|&r| r > 0).ok_or_else(|| {
+                AbbaError::InvalidArgument(format!("[adapter] {what} must be a positive integer"))
+            })
         };
         let alpha = self.alpha.unwrap_or(16.0);
         let method = match self.method.as_str() {
@@ -80,39 +93,69 @@ impl AdapterSection {
                 let scale = match &self.scale {
                     None => AbbaScale::Paper { alpha },
                     Some(toml::Value::String(s)) if s == "paper" => AbbaScale::Paper { alpha },
-                    Some(toml::Value::String(s)) if s == "official-code" => AbbaScale::OfficialCode {
-                        alpha1: alpha,
-                        alpha2: alpha,
-                    },
+                    Some(toml::Value::String(s)) if s == "official-code" => {
+                        AbbaScale::OfficialCode {
+                            alpha1: alpha,
+                            alpha2: alpha,
+                        }
+                    }
                     Some(toml::Value::Float(x)) => AbbaScale::Explicit { scale: *x },
                     Some(toml::Value::Integer(x)) => AbbaScale::Explicit { scale: *x as f64 },
                     Some(other) => {
-                        return Err(unknown("ABBA scale", &other.to_string(), &["paper", "official-code", "<number>"]));
+                        return Err(unknown(
+                            "ABBA scale",
+                            &other.to_string(),
+                            &["paper", "official-code", "<number>"],
+                        ));
                     }
                 };
                 scale.validate()?;
                 let init_name = self.init.as_deref().unwrap_or("paper");
-                let init: AbbaInit = serde_json::from_value(serde_json::Value::String(init_name.into()))
-                    .map_err(|_| {
-                        unknown(
-                            "ABBA init",
-                            init_name,
-                            &["paper", "ones-second", "sqrt-both", "sqrt-top-next", "sqrt-next-top", "svd-second"],
-                        )
-                    })?;
-                MethodSpec::Abba { r1, r2, scale, init }
+                let init: AbbaInit = serde_json::from_value(serde_json::Value::String(
+                    init_name.into(),
+                ))
+                .map_err(|_| {
+                    unknown(
+                        "ABBA init",
+                        init_name,
+                        &[
+                            "paper",
+                            "ones-second",
+                            "sqrt-both",
+                            "sqrt-top-next",
+                            "sqrt-next-top",
+                            "svd-second",
+                        ],
+                    )
+                })?;
+                MethodSpec::Abba {
+                    r1,
+                    r2,
+                    scale,
+                    init,
+                }
             }
             "full" => MethodSpec::Full,
-            other => return Err(unknown("adapter method", other, &["lora", "rslora", "hira", "abba", "full"])),
+            other => {
+                return Err(unknown(
+                    "adapter method",
+                    other,
+                    &["lora", "rslora", "hira", "abba", "full"],
+                ));
+            }
         };
         let targets = match &self.target_modules {
             None => TargetModule::ALL.to_vec(),
             Some(names) if names.is_empty() => {
                 return Err(AbbaError::InvalidArgument(
-                    "[adapter] target_modules is empty: name at least one of q_proj … down_proj".into(),
+                    "[adapter] target_modules is empty: name at least one of q_proj … down_proj"
+                        .into(),
                 ));
             }
-            Some(names) => names.iter().map(|n| n.parse()).collect::<Result<Vec<_>>>()?,
+            Some(names) => names
+                .iter()
+                .map(|n| n.parse())
+                .collect::<Result<Vec<_>>>()?,
         };
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(AbbaError::InvalidArgument(format!(

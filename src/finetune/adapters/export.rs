@@ -58,7 +58,8 @@ pub fn to_loha(set: &AdapterSet) -> Result<AdapterSet> {
             },
         ));
     }
-    let (r, alpha) = rank_alpha.ok_or_else(|| AbbaError::InvalidArgument("the adapter has no modules".into()))?;
+    let (r, alpha) = rank_alpha
+        .ok_or_else(|| AbbaError::InvalidArgument("the adapter has no modules".into()))?;
     Ok(AdapterSet {
         kind: AdapterKind::Loha { r, alpha },
         modules,

@@ -35,11 +35,21 @@ impl fmt::Display for ParamCount {
 /// Adds the configured adapter to every targeted projection. Each module draws from its own seed stream
 /// (derived from `seed` and its index), so results do not depend on iteration order or thread count.
 /// Returns the trainable variables; for `full`, every base weight becomes trainable instead.
-pub fn inject(model: &mut Llama, cfg: &AdapterConfig, seed: u64) -> Result<(Vec<(String, Var)>, ParamCount)> {
+pub fn inject(
+    model: &mut Llama,
+    cfg: &AdapterConfig,
+    seed: u64,
+) -> Result<(Vec<(String, Var)>, ParamCount)> {
     if cfg.method == MethodSpec::Full {
         let vars = model.make_base_trainable()?;
         let n = model.num_base_params();
-        return Ok((vars, ParamCount { trainable: n, total: n }));
+        return Ok((
+            vars,
+            ParamCount {
+                trainable: n,
+                total: n,
+            },
+        ));
     }
     for (index, (_, target, lin)) in model.linears_mut().into_iter().enumerate() {
         if !cfg.targets.contains(&target) {
@@ -48,7 +58,9 @@ pub fn inject(model: &mut Llama, cfg: &AdapterConfig, seed: u64) -> Result<(Vec<
         let (dtype, device) = (lin.weight.dtype(), lin.weight.device().clone());
         let w0 = to_array(&lin.weight)?;
         let mut rng = seeded(derive(seed, index as u64));
-        let var = |a: &ndarray::Array2<f64>| -> Result<Var> { Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?) };
+        let var = |a: &ndarray::Array2<f64>| -> Result<Var> {
+            Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?)
+        };
         let weights = match &cfg.method {
             MethodSpec::Lora { r, scale, init } => {
                 let init = init_lora(w0.view(), *r, *scale, *init, &mut rng)?;
@@ -66,8 +78,21 @@ pub fn inject(model: &mut Llama, cfg: &AdapterConfig, seed: u64) -> Result<(Vec<
                     b: var(&h.b)?,
                 }
             }
-            MethodSpec::Abba { r1, r2, scale, init } => {
-                let init = init_abba(w0.view(), *r1, *r2, *scale, *init, InitOptions::default(), &mut rng)?;
+            MethodSpec::Abba {
+                r1,
+                r2,
+                scale,
+                init,
+            } => {
+                let init = init_abba(
+                    w0.view(),
+                    *r1,
+                    *r2,
+                    *scale,
+                    *init,
+                    InitOptions::default(),
+                    &mut rng,
+                )?;
                 reject_residual(init.residual_base.is_some(), "this ABBA init")?;
                 let ab = &init.adapter;
                 AdapterWeights::Abba {

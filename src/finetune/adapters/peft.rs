@@ -28,10 +28,24 @@ const PREFIX: &str = "base_model.model.";
 /// What an adapter directory holds, independent of any model.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AdapterKind {
-    Lora { r: usize, alpha: f64, rslora: bool },
-    Hira { r: usize },
-    Loha { r: usize, alpha: f64 },
-    Abba { r1: usize, r2: usize, scale: f64, convention: String },
+    Lora {
+        r: usize,
+        alpha: f64,
+        rslora: bool,
+    },
+    Hira {
+        r: usize,
+    },
+    Loha {
+        r: usize,
+        alpha: f64,
+    },
+    Abba {
+        r1: usize,
+        r2: usize,
+        scale: f64,
+        convention: String,
+    },
 }
 
 impl AdapterKind {
@@ -50,8 +64,18 @@ impl AdapterKind {
             AdapterKind::Lora { .. } => &[("lora_A.weight", 0), ("lora_B.weight", 1)],
             AdapterKind::Hira { .. } => &[("hira_A", 0), ("hira_B", 1)],
             // LoHa's w1a/w2a are the B (m×r) factors and w1b/w2b the A (r×n) factors.
-            AdapterKind::Loha { .. } => &[("hada_w1_a", 1), ("hada_w1_b", 0), ("hada_w2_a", 3), ("hada_w2_b", 2)],
-            AdapterKind::Abba { .. } => &[("abba_A1", 0), ("abba_B1", 1), ("abba_A2", 2), ("abba_B2", 3)],
+            AdapterKind::Loha { .. } => &[
+                ("hada_w1_a", 1),
+                ("hada_w1_b", 0),
+                ("hada_w2_a", 3),
+                ("hada_w2_b", 2),
+            ],
+            AdapterKind::Abba { .. } => &[
+                ("abba_A1", 0),
+                ("abba_B1", 1),
+                ("abba_A2", 2),
+                ("abba_B2", 3),
+            ],
         }
     }
 
@@ -70,9 +94,16 @@ impl AdapterKind {
             AdapterKind::Lora { r, alpha, rslora } => AdapterWeights::Lora {
                 a: take(),
                 b: take(),
-                scale: if rslora { alpha / (r as f64).sqrt() } else { alpha / r as f64 },
+                scale: if rslora {
+                    alpha / (r as f64).sqrt()
+                } else {
+                    alpha / r as f64
+                },
             },
-            AdapterKind::Hira { .. } => AdapterWeights::Hira { a: take(), b: take() },
+            AdapterKind::Hira { .. } => AdapterWeights::Hira {
+                a: take(),
+                b: take(),
+            },
             AdapterKind::Loha { r, alpha } => AdapterWeights::Abba {
                 a1: take(),
                 b1: take(),
@@ -114,7 +145,12 @@ impl AdapterKind {
                 "r": r, "alpha": alpha, "rank_dropout": 0.0, "module_dropout": 0.0,
                 "use_effective_conv2d": false, "init_weights": true,
             }),
-            AdapterKind::Abba { r1, r2, scale, convention } => json!({
+            AdapterKind::Abba {
+                r1,
+                r2,
+                scale,
+                convention,
+            } => json!({
                 "format_version": 1, "r1": r1, "r2": r2, "scale": scale, "scale_convention": convention,
                 "dropout": dropout,
             }),
@@ -139,7 +175,9 @@ impl AdapterKind {
                 .ok_or_else(|| bad(format!("field '{k}' must be a positive integer")))
         };
         let float = |k: &str| -> Result<f64> {
-            cfg.get(k).and_then(Value::as_f64).ok_or_else(|| bad(format!("field '{k}' must be a number")))
+            cfg.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| bad(format!("field '{k}' must be a number")))
         };
         let peft_type = cfg.get("peft_type").and_then(Value::as_str).unwrap_or("");
         match peft_type {
@@ -152,16 +190,24 @@ impl AdapterKind {
                         });
                     }
                 }
-                if cfg.get("rank_pattern").and_then(Value::as_object).is_some_and(|m| !m.is_empty()) {
+                if cfg
+                    .get("rank_pattern")
+                    .and_then(Value::as_object)
+                    .is_some_and(|m| !m.is_empty())
+                {
                     return Err(AbbaError::Unsupported {
                         what: "adapter_config.json field rank_pattern".into(),
-                        message: "per-module ranks are not supported: use one r for every module".into(),
+                        message: "per-module ranks are not supported: use one r for every module"
+                            .into(),
                     });
                 }
                 Ok(AdapterKind::Lora {
                     r: uint("r")?,
                     alpha: float("lora_alpha")?,
-                    rslora: cfg.get("use_rslora").and_then(Value::as_bool).unwrap_or(false),
+                    rslora: cfg
+                        .get("use_rslora")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                 })
             }
             "HIRA" => Ok(AdapterKind::Hira { r: uint("r")? }),
@@ -173,7 +219,11 @@ impl AdapterKind {
                 r1: uint("r1")?,
                 r2: uint("r2")?,
                 scale: float("scale")?,
-                convention: cfg.get("scale_convention").and_then(Value::as_str).unwrap_or("explicit").to_string(),
+                convention: cfg
+                    .get("scale_convention")
+                    .and_then(Value::as_str)
+                    .unwrap_or("explicit")
+                    .to_string(),
             }),
             other => Err(AbbaError::Unsupported {
                 what: "peft_type".into(),
@@ -196,7 +246,12 @@ pub struct AdapterSet {
 
 impl AdapterSet {
     /// The adapters currently attached to `model`, described as `kind`.
-    pub fn from_model(model: &Llama, kind: AdapterKind, dropout: f32, base_model: &str) -> Result<Self> {
+    pub fn from_model(
+        model: &Llama,
+        kind: AdapterKind,
+        dropout: f32,
+        base_model: &str,
+    ) -> Result<Self> {
         let mut modules = Vec::new();
         let mut targets = Vec::new();
         for (path, target, lin) in model.linears() {
@@ -208,7 +263,9 @@ impl AdapterSet {
             }
         }
         if modules.is_empty() {
-            return Err(AbbaError::InvalidArgument("the model carries no adapter to save".into()));
+            return Err(AbbaError::InvalidArgument(
+                "the model carries no adapter to save".into(),
+            ));
         }
         targets.sort();
         Ok(AdapterSet {
@@ -226,14 +283,23 @@ impl AdapterSet {
         for (path, w) in &self.modules {
             let vars = w.vars();
             for (suffix, idx) in self.kind.keys() {
-                let t = vars[*idx].as_tensor().to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+                let t = vars[*idx]
+                    .as_tensor()
+                    .to_dtype(DType::F32)?
+                    .to_device(&Device::Cpu)?;
                 tensors.insert(format!("{PREFIX}{path}.{suffix}"), t);
             }
         }
-        let config = self.kind.config_json(&self.targets, self.dropout, &self.base_model);
+        let config = self
+            .kind
+            .config_json(&self.targets, self.dropout, &self.base_model);
         write_dir_atomically(dir, |tmp| {
-            crate::finetune::model::checkpoint::save_safetensors(&tensors, &tmp.join(WEIGHTS_FILE))?;
-            let text = serde_json::to_string_pretty(&config).map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
+            crate::finetune::model::checkpoint::save_safetensors(
+                &tensors,
+                &tmp.join(WEIGHTS_FILE),
+            )?;
+            let text = serde_json::to_string_pretty(&config)
+                .map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
             std::fs::write(tmp.join(CONFIG_FILE), text).map_err(|e| io_err(tmp, e))
         })
     }
@@ -248,7 +314,10 @@ impl AdapterSet {
                 continue;
             }
             let (m, n) = lin.shape()?;
-            modules.push((path.clone(), raw.take_module(&path, Some((m, n)), dtype, &device)?));
+            modules.push((
+                path.clone(),
+                raw.take_module(&path, Some((m, n)), dtype, &device)?,
+            ));
         }
         raw.finish(modules)
     }
@@ -260,7 +329,11 @@ impl AdapterSet {
         let mut paths: Vec<String> = raw
             .tensors
             .keys()
-            .filter_map(|k| k.strip_prefix(PREFIX)?.strip_suffix(first_suffix)?.strip_suffix('.'))
+            .filter_map(|k| {
+                k.strip_prefix(PREFIX)?
+                    .strip_suffix(first_suffix)?
+                    .strip_suffix('.')
+            })
             .map(str::to_string)
             .collect();
         paths.sort();
@@ -274,7 +347,8 @@ impl AdapterSet {
 
     /// Attaches these adapters to `model` (replacing any it had).
     pub fn attach(&self, model: &mut Llama) {
-        let by_path: HashMap<&str, &AdapterWeights> = self.modules.iter().map(|(p, w)| (p.as_str(), w)).collect();
+        let by_path: HashMap<&str, &AdapterWeights> =
+            self.modules.iter().map(|(p, w)| (p.as_str(), w)).collect();
         for (path, _, lin) in model.linears_mut() {
             lin.adapter = by_path.get(path.as_str()).map(|w| (*w).clone());
             lin.dropout = self.dropout;
@@ -297,7 +371,9 @@ impl RawAdapter {
         let cfg_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| AbbaError::Io {
             path: cfg_path.display().to_string(),
-            message: format!("{e}: an adapter directory holds adapter_config.json and adapter_model.safetensors"),
+            message: format!(
+                "{e}: an adapter directory holds adapter_config.json and adapter_model.safetensors"
+            ),
         })?;
         let cfg: Value = serde_json::from_str(&text).map_err(|e| AbbaError::Format {
             path: cfg_path.display().to_string(),
@@ -312,10 +388,15 @@ impl RawAdapter {
             .unwrap_or(0.0) as f32;
         let weights_path = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&weights_path).map_err(|e| io_err(&weights_path, e))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| AbbaError::Format {
-            path: weights_path.display().to_string(),
-            format: "safetensors",
-            message: format!("{}: the file is corrupt or truncated", e.to_string().lines().next().unwrap_or("")),
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+            AbbaError::Format {
+                path: weights_path.display().to_string(),
+                format: "safetensors",
+                message: format!(
+                    "{}: the file is corrupt or truncated",
+                    e.to_string().lines().next().unwrap_or("")
+                ),
+            }
         })?;
         Ok(RawAdapter {
             kind,
@@ -352,10 +433,11 @@ impl RawAdapter {
         let mut found = Vec::new();
         for (suffix, idx) in keys {
             let key = format!("{PREFIX}{path}.{suffix}");
-            let t = self
-                .tensors
-                .remove(&key)
-                .ok_or_else(|| self.bad(format!("tensor '{key}' is missing: was this adapter made for this model?")))?;
+            let t = self.tensors.remove(&key).ok_or_else(|| {
+                self.bad(format!(
+                    "tensor '{key}' is missing: was this adapter made for this model?"
+                ))
+            })?;
             found.push((key, *idx, t));
         }
         // Without a model, the layer shape comes from the first B (m × r) and A (r × n) factors.
@@ -365,7 +447,11 @@ impl RawAdapter {
                 let dims = |i: usize| found.iter().find(|f| f.1 == i).map(|f| f.2.dims().to_vec());
                 match (dims(1), dims(0)) {
                     (Some(b), Some(a)) if b.len() == 2 && a.len() == 2 => (b[0], a[1]),
-                    _ => return Err(self.bad(format!("module '{path}' has factors that are not matrices"))),
+                    _ => {
+                        return Err(
+                            self.bad(format!("module '{path}' has factors that are not matrices"))
+                        );
+                    }
                 }
             }
         };
@@ -385,7 +471,9 @@ impl RawAdapter {
 
     fn finish(self, modules: Vec<(String, AdapterWeights)>) -> Result<AdapterSet> {
         if let Some(extra) = self.tensors.keys().min() {
-            return Err(self.bad(format!("tensor '{extra}' belongs to no targeted module of this model")));
+            return Err(self.bad(format!(
+                "tensor '{extra}' belongs to no targeted module of this model"
+            )));
         }
         if modules.is_empty() {
             return Err(self.bad("no adapter tensors found".into()));
@@ -428,19 +516,30 @@ fn io_err(path: &Path, e: std::io::Error) -> AbbaError {
 /// Fills a fresh sibling directory with `fill`, then swaps it into `dir`; on failure the temp is removed and
 /// `dir` is untouched.
 pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| AbbaError::InvalidArgument(format!("{} is not a directory name", dir.display())))?;
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = dir.file_name().ok_or_else(|| {
+        AbbaError::InvalidArgument(format!("{} is not a directory name", dir.display()))
+    })?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-    let tmp = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
+    let tmp = parent.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, e))?;
     if let Err(e) = fill(&tmp) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let old = parent.join(format!(".{}.old-{}", name.to_string_lossy(), std::process::id()));
+    let old = parent.join(format!(
+        ".{}.old-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
     }
@@ -454,7 +553,10 @@ pub fn adapter_tensors(set: &AdapterSet) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for (path, w) in &set.modules {
         for (suffix, idx) in set.kind.keys() {
-            out.insert(format!("{PREFIX}{path}.{suffix}"), w.vars()[*idx].as_tensor().clone());
+            out.insert(
+                format!("{PREFIX}{path}.{suffix}"),
+                w.vars()[*idx].as_tensor().clone(),
+            );
         }
     }
     Ok(out)

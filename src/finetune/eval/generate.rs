@@ -16,7 +16,10 @@ pub fn greedy(model: &Llama, prompt: &[u32], max_new: usize, eos: Option<u32>) -
     let mut input = Tensor::from_slice(prompt, (1, prompt.len()), model.device())?;
     for _ in 0..max_new {
         let logits = model.forward(&input, &ctx, Some(&mut cache))?;
-        let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?.squeeze(0)?;
+        let last = logits
+            .narrow(1, logits.dim(1)? - 1, 1)?
+            .squeeze(1)?
+            .squeeze(0)?;
         let next: u32 = last.argmax(D::Minus1)?.to_scalar()?;
         out.push(next);
         if Some(next) == eos {

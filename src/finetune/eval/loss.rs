@@ -11,7 +11,9 @@ use crate::finetune::model::Llama;
 /// Computed in f32 whatever the model dtype.
 pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
-    let picked = logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    let picked = logp
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
     let mask = mask.to_dtype(DType::F32)?;
     let count = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
     Ok(((picked * mask)?.sum_all()?.neg()? / count as f64)?)
@@ -42,5 +44,9 @@ pub fn mean_loss(model: &Llama, batches: &[Batch]) -> Result<f64> {
         total += masked_cross_entropy(&logits, &y, &m)?.to_scalar::<f32>()? as f64 * n as f64;
         tokens += n;
     }
-    Ok(if tokens == 0 { f64::NAN } else { total / tokens as f64 })
+    Ok(if tokens == 0 {
+        f64::NAN
+    } else {
+        total / tokens as f64
+    })
 }

@@ -59,7 +59,12 @@ pub fn evaluate_generation(
     Ok(EvalReport {
         n,
         accuracy: frac(samples.iter().filter(|s| s.correct).count()),
-        exact_match: frac(samples.iter().filter(|s| exact_match(&s.output, &s.reference)).count()),
+        exact_match: frac(
+            samples
+                .iter()
+                .filter(|s| exact_match(&s.output, &s.reference))
+                .count(),
+        ),
         samples,
     })
 }

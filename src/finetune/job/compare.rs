@@ -23,7 +23,10 @@ pub fn write_comparison(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<Finetune
         }
         let report = FinetuneReport::read(&path)?;
         let rows = read_rows(&dir.join("train_log.csv"))?;
-        curves.push((report.name.clone(), rows.iter().map(|r| r.loss).collect::<Vec<f64>>()));
+        curves.push((
+            report.name.clone(),
+            rows.iter().map(|r| r.loss).collect::<Vec<f64>>(),
+        ));
         let keep = out.join(&report.name);
         std::fs::create_dir_all(&keep).map_err(|e| AbbaError::Io {
             path: keep.display().to_string(),
@@ -95,10 +98,16 @@ pub fn write_comparison(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<Finetune
     }
     write_atomic(&out.join("results.csv"), csv.as_bytes())?;
     write_atomic(&out.join("summary.md"), md.as_bytes())?;
-    crate::report::loss_curves::plot_losses("Training loss per step", "optimizer step", &curves, 10, &out.join("loss.png"))
-        .map_err(|e| AbbaError::Io {
-            path: out.join("loss.png").display().to_string(),
-            message: format!("{e:#}"),
-        })?;
+    crate::report::loss_curves::plot_losses(
+        "Training loss per step",
+        "optimizer step",
+        &curves,
+        10,
+        &out.join("loss.png"),
+    )
+    .map_err(|e| AbbaError::Io {
+        path: out.join("loss.png").display().to_string(),
+        message: format!("{e:#}"),
+    })?;
     Ok(reports)
 }

@@ -49,7 +49,10 @@ pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) ->
             arithmetic_problems(syn.eval, syn.seed.wrapping_add(0x5eed)),
         )
     } else {
-        let train_path = data.train.as_ref().ok_or_else(|| AbbaError::InvalidArgument("[data] train".into()))?;
+        let train_path = data
+            .train
+            .as_ref()
+            .ok_or_else(|| AbbaError::InvalidArgument("[data] train".into()))?;
         let train = read_jsonl(train_path, &data.fields)?;
         let eval = match &data.eval {
             Some(p) => read_jsonl(p, &data.fields)?,
@@ -61,12 +64,21 @@ pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) ->
         train_ex.truncate(limit);
     }
     let encode = |examples: &[Example]| -> Result<Vec<Encoded>> {
-        examples.iter().map(|e| encode_example(tok, e, special, data.max_len)).collect()
+        examples
+            .iter()
+            .map(|e| encode_example(tok, e, special, data.max_len))
+            .collect()
     };
     let train_all = encode(&train_ex)?;
-    let truncated_away = train_all.iter().filter(|e| e.trainable_tokens() == 0).count();
+    let truncated_away = train_all
+        .iter()
+        .filter(|e| e.trainable_tokens() == 0)
+        .count();
     Ok(Prepared {
-        train: train_all.into_iter().filter(|e| e.trainable_tokens() > 0).collect(),
+        train: train_all
+            .into_iter()
+            .filter(|e| e.trainable_tokens() > 0)
+            .collect(),
         eval: encode(&eval_ex)?,
         eval_examples: eval_ex,
         truncated_away,

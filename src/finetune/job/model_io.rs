@@ -27,7 +27,12 @@ pub fn load_tokenizer(section: &ModelSection) -> Result<TextTokenizer> {
     }
 }
 
-pub fn load_model(section: &ModelSection, tok: &TextTokenizer, seed: u64, device: &Device) -> Result<Llama> {
+pub fn load_model(
+    section: &ModelSection,
+    tok: &TextTokenizer,
+    seed: u64,
+    device: &Device,
+) -> Result<Llama> {
     let dtype = parse_dtype(&section.dtype, device)?;
     let model = match (&section.path, &section.random) {
         (Some(dir), _) => Llama::load(&Checkpoint::open(dir)?, dtype, device)?,
@@ -39,7 +44,11 @@ pub fn load_model(section: &ModelSection, tok: &TextTokenizer, seed: u64, device
             }
             Llama::random(cfg, 0.02, seed, device)?
         }
-        (None, None) => return Err(AbbaError::InvalidArgument("[model] needs path or random".into())),
+        (None, None) => {
+            return Err(AbbaError::InvalidArgument(
+                "[model] needs path or random".into(),
+            ));
+        }
     };
     if tok.vocab_size() > model.cfg.vocab_size {
         return Err(AbbaError::InvalidArgument(format!(

@@ -46,7 +46,8 @@ pub const CANDLE_VERSION: &str = "0.11.1";
 
 impl FinetuneReport {
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
         write_atomic(path, text.as_bytes())
     }
 

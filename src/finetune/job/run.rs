@@ -36,8 +36,16 @@ pub struct RunOptions {
 pub fn adapter_kind(method: &MethodSpec) -> Option<AdapterKind> {
     match *method {
         MethodSpec::Lora { r, scale, .. } => Some(match scale {
-            LoraScale::Standard { alpha } => AdapterKind::Lora { r, alpha, rslora: false },
-            LoraScale::Rslora { alpha } => AdapterKind::Lora { r, alpha, rslora: true },
+            LoraScale::Standard { alpha } => AdapterKind::Lora {
+                r,
+                alpha,
+                rslora: false,
+            },
+            LoraScale::Rslora { alpha } => AdapterKind::Lora {
+                r,
+                alpha,
+                rslora: true,
+            },
             LoraScale::Explicit { scale } => AdapterKind::Lora {
                 r,
                 alpha: scale * r as f64,
@@ -57,7 +65,10 @@ pub fn adapter_kind(method: &MethodSpec) -> Option<AdapterKind> {
 
 pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneReport> {
     let wall = Instant::now();
-    let out = opts.out_dir.clone().unwrap_or_else(|| spec.output.dir.clone());
+    let out = opts
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| spec.output.dir.clone());
     let adapter_cfg = spec.adapter.resolve()?;
     let tok = load_tokenizer(&spec.model)?;
     let mut model = load_model(&spec.model, &tok, spec.seed, &opts.device)?;
@@ -88,16 +99,30 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
 
     match adapter_kind(&adapter_cfg.method) {
         Some(kind) => {
-            let base = spec.model.path.as_deref().map_or(String::new(), |p| p.display().to_string());
-            AdapterSet::from_model(&model, kind, adapter_cfg.dropout, &base)?.save(&out.join("adapter"))?;
+            let base = spec
+                .model
+                .path
+                .as_deref()
+                .map_or(String::new(), |p| p.display().to_string());
+            AdapterSet::from_model(&model, kind, adapter_cfg.dropout, &base)?
+                .save(&out.join("adapter"))?;
         }
-        None => save_hf_model(&model, &out.join("model"), tokenizer_file(&spec.model.path).as_deref())?,
+        None => save_hf_model(
+            &model,
+            &out.join("model"),
+            tokenizer_file(&spec.model.path).as_deref(),
+        )?,
     }
     if spec.output.save_merged {
-        save_hf_model(&model, &out.join("merged"), tokenizer_file(&spec.model.path).as_deref())?;
+        save_hf_model(
+            &model,
+            &out.join("merged"),
+            tokenizer_file(&spec.model.path).as_deref(),
+        )?;
     }
 
-    let (eval_loss, eval_ppl) = held_out_loss(&model, &data.eval, special.pad, spec.eval.batch_size)?;
+    let (eval_loss, eval_ppl) =
+        held_out_loss(&model, &data.eval, special.pad, spec.eval.batch_size)?;
     let n_gen = spec.eval.generate.min(data.eval_examples.len());
     let generation = if n_gen > 0 && !outcome.diverged {
         let report = evaluate_generation(
@@ -113,7 +138,10 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
             .iter()
             .filter_map(|s| serde_json::to_string(s).ok())
             .collect();
-        write_atomic(&out.join("samples.jsonl"), (lines.join("\n") + "\n").as_bytes())?;
+        write_atomic(
+            &out.join("samples.jsonl"),
+            (lines.join("\n") + "\n").as_bytes(),
+        )?;
         Some(report)
     } else {
         None
@@ -168,7 +196,9 @@ fn held_out_loss(
         return Ok((None, None));
     }
     if batch_size == 0 {
-        return Err(AbbaError::InvalidArgument("[eval] batch_size must be at least 1".into()));
+        return Err(AbbaError::InvalidArgument(
+            "[eval] batch_size must be at least 1".into(),
+        ));
     }
     let batches: Vec<_> = eval
         .chunks(batch_size)

@@ -130,12 +130,20 @@ impl FinetuneSpec {
         }
         match (&self.model.path, &self.model.random) {
             (Some(_), Some(_)) => return bad("[model] has both path and random: choose one"),
-            (None, None) => return bad("[model] needs path = \"<HF model dir>\" or a [model.random] shape"),
+            (None, None) => {
+                return bad("[model] needs path = \"<HF model dir>\" or a [model.random] shape");
+            }
             _ => {}
         }
-        let sources = [self.data.train.is_some(), self.data.text.is_some(), self.data.synthetic.is_some()];
+        let sources = [
+            self.data.train.is_some(),
+            self.data.text.is_some(),
+            self.data.synthetic.is_some(),
+        ];
         if sources.iter().filter(|&&x| x).count() != 1 {
-            return bad("[data] needs exactly one of train = \"file.jsonl\", text = \"file.txt\" or [data.synthetic]");
+            return bad(
+                "[data] needs exactly one of train = \"file.jsonl\", text = \"file.txt\" or [data.synthetic]",
+            );
         }
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
             return bad("[data] eval_fraction must be in [0, 1)");

@@ -14,7 +14,13 @@ pub enum AdapterWeights {
     /// ΔW = W0 ⊙ (B·A) (HiRA, and PEFT's `HIRA`, without scale).
     Hira { a: Var, b: Var },
     /// ΔW = s·(B1·A1) ⊙ (B2·A2).
-    Abba { a1: Var, b1: Var, a2: Var, b2: Var, scale: f64 },
+    Abba {
+        a1: Var,
+        b1: Var,
+        a2: Var,
+        b2: Var,
+        scale: f64,
+    },
 }
 
 impl AdapterWeights {
@@ -43,7 +49,13 @@ impl AdapterWeights {
         Ok(match self {
             AdapterWeights::Lora { a, b, scale } => (b.matmul(a)? * *scale)?,
             AdapterWeights::Hira { a, b } => (w0 * b.matmul(a)?)?,
-            AdapterWeights::Abba { a1, b1, a2, b2, scale } => ((b1.matmul(a1)? * b2.matmul(a2)?)? * *scale)?,
+            AdapterWeights::Abba {
+                a1,
+                b1,
+                a2,
+                b2,
+                scale,
+            } => ((b1.matmul(a1)? * b2.matmul(a2)?)? * *scale)?,
         })
     }
 
@@ -51,9 +63,17 @@ impl AdapterWeights {
     /// the same cost model as the matrix code ([`ForwardPath::cheapest`]).
     pub fn forward(&self, x: &Tensor, w0: &Tensor) -> Result<Tensor> {
         match self {
-            AdapterWeights::Lora { a, b, scale } => Ok((x.matmul(&a.t()?)?.matmul(&b.t()?)? * *scale)?),
+            AdapterWeights::Lora { a, b, scale } => {
+                Ok((x.matmul(&a.t()?)?.matmul(&b.t()?)? * *scale)?)
+            }
             AdapterWeights::Hira { .. } => Ok(x.matmul(&self.delta(w0)?.t()?)?),
-            AdapterWeights::Abba { a1, b1, a2, b2, scale } => {
+            AdapterWeights::Abba {
+                a1,
+                b1,
+                a2,
+                b2,
+                scale,
+            } => {
                 let (m, n) = w0.dims2()?;
                 let (r1, r2) = (a1.dim(0)?, a2.dim(0)?);
                 match ForwardPath::cheapest((m, n), r1, r2, x.dim(0)?) {
@@ -68,15 +88,25 @@ impl AdapterWeights {
     }
 
     pub fn to_dtype(&self, dtype: DType) -> Result<AdapterWeights> {
-        let cast = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?) };
+        let cast =
+            |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?) };
         Ok(match self {
             AdapterWeights::Lora { a, b, scale } => AdapterWeights::Lora {
                 a: cast(a)?,
                 b: cast(b)?,
                 scale: *scale,
             },
-            AdapterWeights::Hira { a, b } => AdapterWeights::Hira { a: cast(a)?, b: cast(b)? },
-            AdapterWeights::Abba { a1, b1, a2, b2, scale } => AdapterWeights::Abba {
+            AdapterWeights::Hira { a, b } => AdapterWeights::Hira {
+                a: cast(a)?,
+                b: cast(b)?,
+            },
+            AdapterWeights::Abba {
+                a1,
+                b1,
+                a2,
+                b2,
+                scale,
+            } => AdapterWeights::Abba {
                 a1: cast(a1)?,
                 b1: cast(b1)?,
                 a2: cast(a2)?,

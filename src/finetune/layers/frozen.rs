@@ -18,7 +18,10 @@ struct FrozenProduct {
 }
 
 impl FrozenProduct {
-    fn stored<S>(&self, pick: impl Fn(&Storage, &Layout) -> candle_core::Result<S>) -> candle_core::Result<(S, Shape)> {
+    fn stored<S>(
+        &self,
+        pick: impl Fn(&Storage, &Layout) -> candle_core::Result<S>,
+    ) -> candle_core::Result<(S, Shape)> {
         let (storage, layout) = self.y.storage_and_layout();
         Ok((pick(&storage, layout)?, layout.shape().clone()))
     }
@@ -48,7 +51,12 @@ impl CustomOp1 for FrozenProduct {
         })
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.matmul(&self.w)?))
     }
 }

@@ -81,12 +81,20 @@ impl Block {
     ) -> Result<Tensor> {
         let cfg = env.cfg;
         let (b, t, _) = x.dims3()?;
-        let (heads, kv_heads, d) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (heads, kv_heads, d) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let split = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = env.rope.apply(&split(self.q.forward(x, env.ctx)?, heads)?, offset)?;
-        let mut k = env.rope.apply(&split(self.k.forward(x, env.ctx)?, kv_heads)?, offset)?;
+        let q = env
+            .rope
+            .apply(&split(self.q.forward(x, env.ctx)?, heads)?, offset)?;
+        let mut k = env
+            .rope
+            .apply(&split(self.k.forward(x, env.ctx)?, kv_heads)?, offset)?;
         let mut v = split(self.v.forward(x, env.ctx)?, kv_heads)?;
         if let Some((cache, layer)) = cache {
             (k, v) = cache.append(layer, &k, &v)?;
@@ -96,7 +104,10 @@ impl Block {
         let total = k.dim(2)?;
         // Scores and softmax in f32 (as HF's eager attention), whatever the model dtype.
         let dtype = q.dtype();
-        let scores = (q.to_dtype(DType::F32)?.matmul(&k.to_dtype(DType::F32)?.t()?)? / (d as f64).sqrt())?;
+        let scores = (q
+            .to_dtype(DType::F32)?
+            .matmul(&k.to_dtype(DType::F32)?.t()?)?
+            / (d as f64).sqrt())?;
         let mask = causal_mask(t, total, offset, cfg.sliding_window, q.device())?;
         let scores = scores.broadcast_add(&mask)?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(dtype)?;
@@ -119,7 +130,13 @@ fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
 
 /// (seq, total) additive mask: query i (absolute position offset + i) sees keys j ≤ offset + i, and with a sliding
 /// window only the last `window` of them.
-fn causal_mask(seq: usize, total: usize, offset: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+fn causal_mask(
+    seq: usize,
+    total: usize,
+    offset: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
     let mut mask = vec![0f32; seq * total];
     for i in 0..seq {
         let pos = offset + i;

@@ -32,7 +32,10 @@ impl KvCache {
     /// Appends this step's (batch, kv_heads, seq, head_dim) keys and values and returns the full history.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let entry = match self.layers[layer].take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, k], D::Minus2)?, Tensor::cat(&[&pv, v], D::Minus2)?),
+            Some((pk, pv)) => (
+                Tensor::cat(&[&pk, k], D::Minus2)?,
+                Tensor::cat(&[&pv, v], D::Minus2)?,
+            ),
             None => (k.clone(), v.clone()),
         };
         self.layers[layer] = Some(entry.clone());

@@ -32,11 +32,15 @@ impl Checkpoint {
             check_header(f)?;
         }
         // SAFETY: the files are opened read-only; like every mmap user we assume nobody truncates them while we run.
-        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| AbbaError::Format {
-            path: dir.display().to_string(),
-            format: "safetensors",
-            message: format!("{}: the checkpoint is corrupt or truncated", first_line(&e.to_string())),
-        })?;
+        let tensors =
+            unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| AbbaError::Format {
+                path: dir.display().to_string(),
+                format: "safetensors",
+                message: format!(
+                    "{}: the checkpoint is corrupt or truncated",
+                    first_line(&e.to_string())
+                ),
+            })?;
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             config,
@@ -54,7 +58,13 @@ impl Checkpoint {
     }
 
     /// Loads `name`, checks its shape and converts it to `dtype` on `device`.
-    pub fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let t = self.tensors.load(name, &Device::Cpu).map_err(|_| AbbaError::Format {
             path: self.dir.display().to_string(),
             format: "model checkpoint",
@@ -109,7 +119,9 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if let Some(missing) = files.iter().find(|f| !f.is_file()) {
         return Err(AbbaError::Io {
             path: missing.display().to_string(),
-            message: "shard named by model.safetensors.index.json is missing: copy the whole checkpoint".into(),
+            message:
+                "shard named by model.safetensors.index.json is missing: copy the whole checkpoint"
+                    .into(),
         });
     }
     Ok(files)
@@ -131,14 +143,19 @@ fn check_header(path: &Path) -> Result<()> {
     let mut file = std::fs::File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|_| corrupt("shorter than a header".into()))?;
+    file.read_exact(&mut len)
+        .map_err(|_| corrupt("shorter than a header".into()))?;
     let header_len = u64::from_le_bytes(len);
     if header_len > file_len.saturating_sub(8) || header_len > 100_000_000 {
-        return Err(corrupt(format!("header of {header_len} bytes does not fit in the file")));
+        return Err(corrupt(format!(
+            "header of {header_len} bytes does not fit in the file"
+        )));
     }
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|e| corrupt(e.to_string()))?;
-    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
+    file.read_exact(&mut header)
+        .map_err(|e| corrupt(e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| corrupt(format!("header: {e}")))?;
     let data_len = file_len - 8 - header_len;
     let end = json
         .as_object()
@@ -148,7 +165,9 @@ fn check_header(path: &Path) -> Result<()> {
         .max()
         .unwrap_or(0);
     if end > data_len {
-        return Err(corrupt(format!("tensors need {end} data bytes, the file holds {data_len}")));
+        return Err(corrupt(format!(
+            "tensors need {end} data bytes, the file holds {data_len}"
+        )));
     }
     Ok(())
 }

@@ -16,7 +16,9 @@ use crate::error::{AbbaError, Result};
 pub enum RopeScaling {
     None,
     /// Position interpolation: every frequency divided by `factor`.
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3's piecewise rescaling by wavelength.
     Llama3 {
         factor: f64,
@@ -82,7 +84,9 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| AbbaError::Io {
             path: path.display().to_string(),
-            message: format!("{e}: point --model at a Hugging Face model directory with a config.json"),
+            message: format!(
+                "{e}: point --model at a Hugging Face model directory with a config.json"
+            ),
         })?;
         Self::from_json(&text).map_err(|e| match e {
             AbbaError::Format { message, .. } => AbbaError::Format {
@@ -114,10 +118,16 @@ impl ModelConfig {
         if let Some(act) = raw.hidden_act.as_deref()
             && act != "silu"
         {
-            return Err(unsupported("hidden_act", format!("'{act}': only silu (SwiGLU) MLPs are implemented")));
+            return Err(unsupported(
+                "hidden_act",
+                format!("'{act}': only silu (SwiGLU) MLPs are implemented"),
+            ));
         }
         if raw.mlp_bias == Some(true) {
-            return Err(unsupported("mlp_bias", "true: MLP projections with bias are not implemented".into()));
+            return Err(unsupported(
+                "mlp_bias",
+                "true: MLP projections with bias are not implemented".into(),
+            ));
         }
         let heads = raw.num_attention_heads;
         let kv_heads = raw.num_key_value_heads.unwrap_or(heads);
@@ -129,12 +139,18 @@ impl ModelConfig {
         }
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / heads);
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
-            return Err(unsupported("head_dim", format!("{head_dim}: rotary embeddings need an even head size")));
+            return Err(unsupported(
+                "head_dim",
+                format!("{head_dim}: rotary embeddings need an even head size"),
+            ));
         }
         let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
         let rope_theta = raw
             .rope_theta
-            .or_else(|| rope.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
+            .or_else(|| {
+                rope.and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+            })
             .unwrap_or(10_000.0);
         let rope_scaling = parse_rope(rope)?;
         let is_qwen2 = model_type == "qwen2";
@@ -177,13 +193,18 @@ fn parse_rope(rope: Option<&Value>) -> Result<RopeScaling> {
         .and_then(Value::as_str)
         .unwrap_or("default");
     let num = |key: &str| -> Result<f64> {
-        rope.get(key)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| unsupported("rope scaling", format!("'{kind}' without a numeric '{key}'")))
+        rope.get(key).and_then(Value::as_f64).ok_or_else(|| {
+            unsupported(
+                "rope scaling",
+                format!("'{kind}' without a numeric '{key}'"),
+            )
+        })
     };
     match kind {
         "default" => Ok(RopeScaling::None),
-        "linear" => Ok(RopeScaling::Linear { factor: num("factor")? }),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
         "llama3" => Ok(RopeScaling::Llama3 {
             factor: num("factor")?,
             low_freq_factor: num("low_freq_factor")?,
@@ -259,7 +280,9 @@ impl ModelConfig {
         };
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::None => Value::Null,
-            RopeScaling::Linear { factor } => serde_json::json!({"rope_type": "linear", "factor": factor}),
+            RopeScaling::Linear { factor } => {
+                serde_json::json!({"rope_type": "linear", "factor": factor})
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,

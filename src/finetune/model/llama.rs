@@ -30,19 +30,30 @@ impl Llama {
     pub fn load(ckpt: &Checkpoint, dtype: DType, device: &Device) -> Result<Self> {
         let cfg = ckpt.config.clone();
         let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let (q_out, kv_out) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+        let (q_out, kv_out) = (
+            cfg.num_attention_heads * cfg.head_dim,
+            cfg.num_key_value_heads * cfg.head_dim,
+        );
         let get = |name: &str, shape: &[usize]| ckpt.tensor(name, shape, dtype, device);
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
-            let lin = |t: TargetModule, out: usize, inp: usize, bias: bool| -> Result<AdaptedLinear> {
-                let path = t.module_path(l);
-                let w = get(&format!("{path}.weight"), &[out, inp])?;
-                let b = if bias { Some(get(&format!("{path}.bias"), &[out])?) } else { None };
-                Ok(AdaptedLinear::new(w, b))
-            };
+            let lin =
+                |t: TargetModule, out: usize, inp: usize, bias: bool| -> Result<AdaptedLinear> {
+                    let path = t.module_path(l);
+                    let w = get(&format!("{path}.weight"), &[out, inp])?;
+                    let b = if bias {
+                        Some(get(&format!("{path}.bias"), &[out])?)
+                    } else {
+                        None
+                    };
+                    Ok(AdaptedLinear::new(w, b))
+                };
             blocks.push(Block {
                 input_norm: get(&format!("model.layers.{l}.input_layernorm.weight"), &[h])?,
-                post_attention_norm: get(&format!("model.layers.{l}.post_attention_layernorm.weight"), &[h])?,
+                post_attention_norm: get(
+                    &format!("model.layers.{l}.post_attention_layernorm.weight"),
+                    &[h],
+                )?,
                 q: lin(TargetModule::Q, q_out, h, cfg.qkv_bias)?,
                 k: lin(TargetModule::K, kv_out, h, cfg.qkv_bias)?,
                 v: lin(TargetModule::V, kv_out, h, cfg.qkv_bias)?,
@@ -63,7 +74,12 @@ impl Llama {
             norm: get("model.norm.weight", &[h])?,
             blocks,
             lm_head,
-            rope: Rope::new(&cfg, cfg.max_position_embeddings.min(MAX_ROPE_POSITIONS), dtype, device)?,
+            rope: Rope::new(
+                &cfg,
+                cfg.max_position_embeddings.min(MAX_ROPE_POSITIONS),
+                dtype,
+                device,
+            )?,
             cfg,
         })
     }
@@ -72,13 +88,19 @@ impl Llama {
     pub fn random(cfg: ModelConfig, std: f64, seed: u64, device: &Device) -> Result<Self> {
         use rand_distr::{Distribution, Normal};
         let mut rng = crate::rng::seeded(seed);
-        let normal = Normal::new(0.0f32, std as f32).map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
+        let normal = Normal::new(0.0f32, std as f32)
+            .map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
         let mut randn = |shape: (usize, usize)| -> Result<Tensor> {
-            let data: Vec<f32> = (0..shape.0 * shape.1).map(|_| normal.sample(&mut rng)).collect();
+            let data: Vec<f32> = (0..shape.0 * shape.1)
+                .map(|_| normal.sample(&mut rng))
+                .collect();
             Ok(Tensor::from_vec(data, shape, device)?)
         };
         let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-        let (q_out, kv_out) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+        let (q_out, kv_out) = (
+            cfg.num_attention_heads * cfg.head_dim,
+            cfg.num_key_value_heads * cfg.head_dim,
+        );
         let ones = Tensor::ones(h, DType::F32, device)?;
         let zeros = |n: usize| Tensor::zeros(n, DType::F32, device);
         let mut blocks = Vec::new();
@@ -92,19 +114,31 @@ impl Llama {
                 q: AdaptedLinear::new(randn((q_out, h))?, qkv_bias(q_out)?),
                 k: AdaptedLinear::new(randn((kv_out, h))?, qkv_bias(kv_out)?),
                 v: AdaptedLinear::new(randn((kv_out, h))?, qkv_bias(kv_out)?),
-                o: AdaptedLinear::new(randn((h, q_out))?, if cfg.o_bias { Some(zeros(h)?) } else { None }),
+                o: AdaptedLinear::new(
+                    randn((h, q_out))?,
+                    if cfg.o_bias { Some(zeros(h)?) } else { None },
+                ),
                 gate: AdaptedLinear::new(randn((i, h))?, None),
                 up: AdaptedLinear::new(randn((i, h))?, None),
                 down: AdaptedLinear::new(randn((h, i))?, None),
             });
         }
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(randn((v, h))?) };
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            Some(randn((v, h))?)
+        };
         Ok(Llama {
             embed: randn((v, h))?,
             norm: ones,
             blocks,
             lm_head,
-            rope: Rope::new(&cfg, cfg.max_position_embeddings.min(MAX_ROPE_POSITIONS), DType::F32, device)?,
+            rope: Rope::new(
+                &cfg,
+                cfg.max_position_embeddings.min(MAX_ROPE_POSITIONS),
+                DType::F32,
+                device,
+            )?,
             cfg,
         })
     }
@@ -124,7 +158,12 @@ impl Llama {
 
     /// Logits (batch, seq, vocab) at every position for token ids (batch, seq). With a cache, the ids continue
     /// the cached sequence.
-    pub fn forward(&self, ids: &Tensor, ctx: &ForwardCtx, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        ctx: &ForwardCtx,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let offset = cache.as_ref().map_or(0, |c| c.len());
         if offset + t > self.rope.positions() {
@@ -135,7 +174,10 @@ impl Llama {
             )));
         }
         let h = self.cfg.hidden_size;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, h))?;
+        let mut x = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, h))?;
         let env = BlockEnv {
             cfg: &self.cfg,
             rope: &self.rope,
@@ -167,7 +209,14 @@ impl Llama {
         for (l, block) in self.blocks.iter_mut().enumerate() {
             let paths: Vec<String> = TargetModule::ALL.iter().map(|t| t.module_path(l)).collect();
             let Block {
-                q, k, v, o, gate, up, down, ..
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                ..
             } = block;
             let all = [q, k, v, o, gate, up, down];
             for ((lin, t), p) in all.into_iter().zip(TargetModule::ALL).zip(paths) {
@@ -187,14 +236,21 @@ impl Llama {
             out.push(("lm_head.weight".to_string(), head.clone()));
         }
         for (l, block) in self.blocks.iter().enumerate() {
-            out.push((format!("model.layers.{l}.input_layernorm.weight"), block.input_norm.clone()));
+            out.push((
+                format!("model.layers.{l}.input_layernorm.weight"),
+                block.input_norm.clone(),
+            ));
             out.push((
                 format!("model.layers.{l}.post_attention_layernorm.weight"),
                 block.post_attention_norm.clone(),
             ));
         }
         for (path, _, lin) in self.linears() {
-            let w = if merge_adapters { lin.merged_weight()? } else { lin.weight.clone() };
+            let w = if merge_adapters {
+                lin.merged_weight()?
+            } else {
+                lin.weight.clone()
+            };
             out.push((format!("{path}.weight"), w));
             if let Some(b) = &lin.bias {
                 out.push((format!("{path}.bias"), b.clone()));
@@ -218,8 +274,14 @@ impl Llama {
             track("lm_head.weight".into(), head)?;
         }
         for (l, block) in self.blocks.iter_mut().enumerate() {
-            track(format!("model.layers.{l}.input_layernorm.weight"), &mut block.input_norm)?;
-            track(format!("model.layers.{l}.post_attention_layernorm.weight"), &mut block.post_attention_norm)?;
+            track(
+                format!("model.layers.{l}.input_layernorm.weight"),
+                &mut block.input_norm,
+            )?;
+            track(
+                format!("model.layers.{l}.post_attention_layernorm.weight"),
+                &mut block.post_attention_norm,
+            )?;
         }
         for (path, _, lin) in self.linears_mut() {
             track(format!("{path}.weight"), &mut lin.weight)?;

@@ -39,7 +39,8 @@ pub fn inv_frequencies(cfg: &ModelConfig) -> Vec<f64> {
                         f / factor
                     } else {
                         // Between the two wavelengths Llama 3 blends the scaled and unscaled frequency.
-                        let smooth = (old_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        let smooth = (old_len / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
                         (1.0 - smooth) * f / factor + smooth * f
                     }
                 })
@@ -77,8 +78,12 @@ impl Rope {
         let seq = x.dim(2)?;
         let cos = self.cos.narrow(0, offset, seq)?;
         let sin = self.sin.narrow(0, offset, seq)?;
-        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?.unsqueeze(0)?.unsqueeze(0)?;
-        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?.unsqueeze(0)?.unsqueeze(0)?;
+        let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?
+            .unsqueeze(0)?
+            .unsqueeze(0)?;
+        let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?
+            .unsqueeze(0)?
+            .unsqueeze(0)?;
         let d = x.dim(D::Minus1)?;
         let x1 = x.narrow(D::Minus1, 0, d / 2)?;
         let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;

@@ -69,7 +69,10 @@ impl FromStr for TargetModule {
             .ok_or_else(|| AbbaError::UnknownName {
                 what: "target module",
                 name: s.to_string(),
-                valid: TargetModule::ALL.iter().map(|t| t.proj_name().to_string()).collect(),
+                valid: TargetModule::ALL
+                    .iter()
+                    .map(|t| t.proj_name().to_string())
+                    .collect(),
             })
     }
 }

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::report::loss_curves::plot_losses;
 use super::run::{MNIST_TITLE, ToyReport, ToySpec};
 use crate::error::{AbbaError, Result};
+use crate::report::loss_curves::plot_losses;
 use crate::study::store::write_atomic;
 
 #[derive(Serialize)]
@@ -79,11 +79,16 @@ pub fn write_outputs(spec: &ToySpec, report: &ToyReport, out_dir: &Path) -> Resu
         .methods
         .first()
         .map_or(1, |m| m.losses.len() / spec.adapt_epochs.max(1));
-    plot_losses(MNIST_TITLE, "adaptation step", &curves, steps_per_epoch.clamp(1, 50), &png).map_err(|e| {
-        crate::error::AbbaError::Io {
-            path: png.display().to_string(),
-            message: format!("{e:#}"),
-        }
+    plot_losses(
+        MNIST_TITLE,
+        "adaptation step",
+        &curves,
+        steps_per_epoch.clamp(1, 50),
+        &png,
+    )
+    .map_err(|e| crate::error::AbbaError::Io {
+        path: png.display().to_string(),
+        message: format!("{e:#}"),
     })?;
     let summary = out_dir.join("summary.md");
     write_atomic(&summary, render_summary(spec, report).as_bytes())?;

@@ -49,7 +49,10 @@ impl TrainLog {
             text.push('\n');
         }
         write_atomic(path, text.as_bytes())?;
-        let file = OpenOptions::new().append(true).open(path).map_err(|e| io(path, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| io(path, e))?;
         Ok(TrainLog {
             path: path.to_path_buf(),
             file,
@@ -58,7 +61,9 @@ impl TrainLog {
 
     pub fn append(&mut self, row: &LogRow) -> Result<()> {
         let line = format!("{}\n", format_row(row));
-        self.file.write_all(line.as_bytes()).map_err(|e| io(&self.path, e))?;
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| io(&self.path, e))?;
         self.file.flush().map_err(|e| io(&self.path, e))
     }
 }
@@ -79,8 +84,15 @@ pub fn read_rows(path: &Path) -> Result<Vec<LogRow>> {
     };
     let complete = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().skip(1).collect();
-    let usable = if complete { lines.len() } else { lines.len().saturating_sub(1) };
-    Ok(lines[..usable].iter().filter_map(|l| parse_row(l)).collect())
+    let usable = if complete {
+        lines.len()
+    } else {
+        lines.len().saturating_sub(1)
+    };
+    Ok(lines[..usable]
+        .iter()
+        .filter_map(|l| parse_row(l))
+        .collect())
 }
 
 fn parse_row(line: &str) -> Option<LogRow> {

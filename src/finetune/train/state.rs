@@ -28,7 +28,12 @@ pub fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {
     out.join("checkpoints").join(format!("step-{step:06}"))
 }
 
-pub fn save(out: &Path, vars: &[(String, Var)], opt: &AdamW, state: &CheckpointState) -> Result<()> {
+pub fn save(
+    out: &Path,
+    vars: &[(String, Var)],
+    opt: &AdamW,
+    state: &CheckpointState,
+) -> Result<()> {
     let cpu = |t: &Tensor| t.to_device(&Device::Cpu);
     let mut v = HashMap::new();
     for (name, var) in vars {
@@ -38,7 +43,8 @@ pub fn save(out: &Path, vars: &[(String, Var)], opt: &AdamW, state: &CheckpointS
     for (name, t) in opt.state() {
         o.insert(name, cpu(&t)?);
     }
-    let json = serde_json::to_string_pretty(state).map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
+    let json = serde_json::to_string_pretty(state)
+        .map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
     write_dir_atomically(&checkpoint_dir(out, state.step), |tmp| {
         save_safetensors(&v, &tmp.join(VARS))?;
         save_safetensors(&o, &tmp.join(OPTIMIZER))?;
@@ -56,7 +62,9 @@ pub fn latest(out: &Path) -> Option<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-"))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
                 && p.join(STATE).is_file()
         })
         .max()
@@ -71,18 +79,31 @@ pub fn restore(dir: &Path, vars: &[(String, Var)], opt: &mut AdamW) -> Result<Ch
     };
     let text = std::fs::read_to_string(dir.join(STATE)).map_err(|e| bad(e.to_string()))?;
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let device = vars.first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu);
+    let device = vars
+        .first()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(Device::Cpu);
     let load = |file: &str| {
-        candle_core::safetensors::load(dir.join(file), &device)
-            .map_err(|e| bad(format!("{file}: {}", e.to_string().lines().next().unwrap_or(""))))
+        candle_core::safetensors::load(dir.join(file), &device).map_err(|e| {
+            bad(format!(
+                "{file}: {}",
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        })
     };
     let saved = load(VARS)?;
     for (name, var) in vars {
-        let t = saved
-            .get(name)
-            .ok_or_else(|| bad(format!("no '{name}': the checkpoint was made with another adapter config")))?;
+        let t = saved.get(name).ok_or_else(|| {
+            bad(format!(
+                "no '{name}': the checkpoint was made with another adapter config"
+            ))
+        })?;
         if t.dims() != var.dims() {
-            return Err(bad(format!("'{name}' has shape {:?}, expected {:?}", t.dims(), var.dims())));
+            return Err(bad(format!(
+                "'{name}' has shape {:?}, expected {:?}",
+                t.dims(),
+                var.dims()
+            )));
         }
         var.set(&t.to_dtype(var.dtype())?)?;
     }

@@ -15,7 +15,9 @@ use crate::finetune::data::{Batcher, Encoded, collate};
 use crate::finetune::eval::loss::{batch_tensors, masked_cross_entropy};
 use crate::finetune::layers::ForwardCtx;
 use crate::finetune::model::Llama;
-use crate::finetune::optim::{AdamW, GradAccumulator, clip_grad_norm, lr_at, warmup_steps_from_ratio};
+use crate::finetune::optim::{
+    AdamW, GradAccumulator, clip_grad_norm, lr_at, warmup_steps_from_ratio,
+};
 use crate::rng::derive;
 
 pub struct TrainSetup<'a> {
@@ -79,11 +81,17 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
         resumed_from = Some(start.step);
     }
     let mut log = TrainLog::open(&s.out_dir.join("train_log.csv"), start.step)?;
-    let mut batcher = Batcher::at_step(data.len(), s.cfg.batch_size, s.seed, start.step * s.cfg.grad_accum)?;
+    let mut batcher = Batcher::at_step(
+        data.len(),
+        s.cfg.batch_size,
+        s.seed,
+        start.step * s.cfg.grad_accum,
+    )?;
     let bar = progress_bar(total, start.step, s.progress);
 
     let clock = Instant::now();
-    let (mut tokens, mut first_loss, mut last_loss, mut diverged) = (start.tokens, f64::NAN, f64::NAN, false);
+    let (mut tokens, mut first_loss, mut last_loss, mut diverged) =
+        (start.tokens, f64::NAN, f64::NAN, false);
     let mut step = start.step;
     let end = s.stop_at.map_or(total, |k| k.min(total));
     while step < end {
@@ -91,12 +99,20 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
         let mut acc = GradAccumulator::new(&vars);
         let mut step_loss = 0.0;
         for micro in 0..s.cfg.grad_accum {
-            let rows: Vec<&Encoded> = batcher.next_indices().into_iter().map(|i| data[i]).collect();
+            let rows: Vec<&Encoded> = batcher
+                .next_indices()
+                .into_iter()
+                .map(|i| data[i])
+                .collect();
             let batch = collate(&rows, s.pad);
-            tokens += rows.iter().map(|e| e.ids.len().saturating_sub(1)).sum::<usize>();
+            tokens += rows
+                .iter()
+                .map(|e| e.ids.len().saturating_sub(1))
+                .sum::<usize>();
             let (x, y, m) = batch_tensors(s.model, &batch)?;
             // Dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same ones.
-            let ctx = ForwardCtx::train(derive(s.seed, (step * s.cfg.grad_accum + micro) as u64 + 1));
+            let ctx =
+                ForwardCtx::train(derive(s.seed, (step * s.cfg.grad_accum + micro) as u64 + 1));
             let logits = s.model.forward(&x, &ctx, None)?;
             let loss = (masked_cross_entropy(&logits, &y, &m)? / s.cfg.grad_accum as f64)?;
             step_loss += loss.to_scalar::<f32>()? as f64;
@@ -132,7 +148,7 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
         })?;
         bar.set_position(step as u64);
         bar.set_message(format!("loss {step_loss:.4}, {rate:.0} tok/s"));
-        let at_checkpoint = s.cfg.checkpoint_every > 0 && step % s.cfg.checkpoint_every == 0;
+        let at_checkpoint = s.cfg.checkpoint_every > 0 && step.is_multiple_of(s.cfg.checkpoint_every);
         if at_checkpoint || step == end {
             let st = CheckpointState {
                 step,
@@ -163,9 +179,11 @@ fn progress_bar(total: usize, done: usize, wanted: bool) -> ProgressBar {
     }
     let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} train [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} train [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_position(done as u64);
     bar
