@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use candle_core::Var;
+use candle_core::{Tensor, Var};
 
 use super::config::{AdapterConfig, MethodSpec};
 use crate::adapter::init::{InitOptions, init_abba, init_hira, init_lora};
@@ -11,7 +11,7 @@ use crate::error::{AbbaError, Result};
 use crate::finetune::bridge::{from_array, to_array};
 use crate::finetune::layers::AdapterWeights;
 use crate::finetune::model::Llama;
-use crate::rng::{derive, seeded};
+use crate::rng::{SeededRng, derive, seeded};
 
 /// Trainable and total parameters, printed like PEFT's `print_trainable_parameters`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,56 +55,8 @@ pub fn inject(
         if !cfg.targets.contains(&target) {
             continue;
         }
-        let (dtype, device) = (lin.weight.dtype(), lin.weight.device().clone());
-        let w0 = to_array(&lin.weight)?;
         let mut rng = seeded(derive(seed, index as u64));
-        let var = |a: &ndarray::Array2<f64>| -> Result<Var> {
-            Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?)
-        };
-        let weights = match &cfg.method {
-            MethodSpec::Lora { r, scale, init } => {
-                let init = init_lora(w0.view(), *r, *scale, *init, &mut rng)?;
-                reject_residual(init.residual_base.is_some(), "this LoRA init")?;
-                AdapterWeights::Lora {
-                    a: var(&init.adapter.a)?,
-                    b: var(&init.adapter.b)?,
-                    scale: scale.value(*r),
-                }
-            }
-            MethodSpec::Hira { r, kaiming } => {
-                let h = init_hira(w0.view(), *r, *kaiming, &mut rng)?;
-                AdapterWeights::Hira {
-                    a: var(&h.a)?,
-                    b: var(&h.b)?,
-                }
-            }
-            MethodSpec::Abba {
-                r1,
-                r2,
-                scale,
-                init,
-            } => {
-                let init = init_abba(
-                    w0.view(),
-                    *r1,
-                    *r2,
-                    *scale,
-                    *init,
-                    InitOptions::default(),
-                    &mut rng,
-                )?;
-                reject_residual(init.residual_base.is_some(), "this ABBA init")?;
-                let ab = &init.adapter;
-                AdapterWeights::Abba {
-                    a1: var(&ab.a1)?,
-                    b1: var(&ab.b1)?,
-                    a2: var(&ab.a2)?,
-                    b2: var(&ab.b2)?,
-                    scale: ab.scale,
-                }
-            }
-            MethodSpec::Full => unreachable!("handled above"),
-        };
+        let weights = initial_adapter(&lin.weight, &cfg.method, &mut rng)?;
         lin.adapter = Some(weights);
         lin.dropout = cfg.dropout;
     }
@@ -117,6 +69,69 @@ pub fn inject(
             total: model.num_base_params() + trainable,
         },
     ))
+}
+
+/// A freshly initialised adapter for a layer with frozen weight `weight` (out × in), on its device and dtype.
+/// `Full` has no adapter and is an error here.
+pub fn initial_adapter(
+    weight: &Tensor,
+    method: &MethodSpec,
+    rng: &mut SeededRng,
+) -> Result<AdapterWeights> {
+    let (dtype, device) = (weight.dtype(), weight.device().clone());
+    let w0 = to_array(weight)?;
+    let var = |a: &ndarray::Array2<f64>| -> Result<Var> {
+        Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?)
+    };
+    Ok(match method {
+        MethodSpec::Lora { r, scale, init } => {
+            let init = init_lora(w0.view(), *r, *scale, *init, rng)?;
+            reject_residual(init.residual_base.is_some(), "this LoRA init")?;
+            AdapterWeights::Lora {
+                a: var(&init.adapter.a)?,
+                b: var(&init.adapter.b)?,
+                scale: scale.value(*r),
+            }
+        }
+        MethodSpec::Hira { r, kaiming } => {
+            let h = init_hira(w0.view(), *r, *kaiming, rng)?;
+            AdapterWeights::Hira {
+                a: var(&h.a)?,
+                b: var(&h.b)?,
+            }
+        }
+        MethodSpec::Abba {
+            r1,
+            r2,
+            scale,
+            init,
+        } => {
+            scale.validate()?;
+            let init = init_abba(
+                w0.view(),
+                *r1,
+                *r2,
+                *scale,
+                *init,
+                InitOptions::default(),
+                rng,
+            )?;
+            reject_residual(init.residual_base.is_some(), "this ABBA init")?;
+            let ab = &init.adapter;
+            AdapterWeights::Abba {
+                a1: var(&ab.a1)?,
+                b1: var(&ab.b1)?,
+                a2: var(&ab.a2)?,
+                b2: var(&ab.b2)?,
+                scale: ab.scale,
+            }
+        }
+        MethodSpec::Full => {
+            return Err(AbbaError::InvalidArgument(
+                "full fine-tuning trains the base weights and has no adapter".into(),
+            ));
+        }
+    })
 }
 
 /// Inits with ΔW₀ ≠ 0 (PiSSA, most Table 3 variants) would change the frozen base, and an adapter file alone could

@@ -7,13 +7,11 @@ use candle_core::Var;
 use serde::{Deserialize, Serialize};
 
 use super::mlp::Mlp;
-use crate::adapter::init::{
-    AbbaInit, InitOptions, KaimingA, LoraInit, init_abba, init_hira, init_lora,
-};
+use crate::adapter::init::{AbbaInit, KaimingA, LoraInit};
 use crate::adapter::scaling::{AbbaScale, LoraScale};
 use crate::error::{AbbaError, Result};
-use crate::finetune::bridge::{from_array, to_array};
-use crate::finetune::layers::AdapterWeights;
+use crate::finetune::adapters::MethodSpec;
+use crate::finetune::adapters::inject::initial_adapter;
 use crate::rng::{derive, seeded};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,68 +77,37 @@ pub fn prepare(mlp: &mut Mlp, method: ToyMethod, budget: &Budget, seed: u64) -> 
             budget.rank
         )));
     }
+    let spec = match method {
+        ToyMethod::Lora => MethodSpec::Lora {
+            r: budget.rank,
+            scale: LoraScale::Standard {
+                alpha: budget.lora_alpha,
+            },
+            init: LoraInit::Standard {
+                kaiming: KaimingA::Sqrt5,
+            },
+        },
+        ToyMethod::Hira => MethodSpec::Hira {
+            r: budget.rank,
+            kaiming: KaimingA::Sqrt5,
+        },
+        ToyMethod::Abba => {
+            let (r1, r2) = budget.abba_ranks();
+            MethodSpec::Abba {
+                r1,
+                r2,
+                scale: AbbaScale::Paper {
+                    alpha: budget.abba_alpha,
+                },
+                init: AbbaInit::Paper,
+            }
+        }
+        ToyMethod::Full => MethodSpec::Full,
+    };
     let mut vars = Vec::new();
     for (index, layer) in mlp.layers_mut().into_iter().enumerate() {
-        let (dtype, device) = (layer.weight.dtype(), layer.weight.device().clone());
-        let w0 = to_array(&layer.weight)?;
         let mut rng = seeded(derive(seed, index as u64));
-        let var = |a: &ndarray::Array2<f64>| -> Result<Var> {
-            Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?)
-        };
-        let r = budget.rank;
-        let weights = match method {
-            ToyMethod::Lora => {
-                let scale = LoraScale::Standard {
-                    alpha: budget.lora_alpha,
-                };
-                let init = init_lora(
-                    w0.view(),
-                    r,
-                    scale,
-                    LoraInit::Standard {
-                        kaiming: KaimingA::Sqrt5,
-                    },
-                    &mut rng,
-                )?;
-                AdapterWeights::Lora {
-                    a: var(&init.adapter.a)?,
-                    b: var(&init.adapter.b)?,
-                    scale: scale.value(r),
-                }
-            }
-            ToyMethod::Hira => {
-                let h = init_hira(w0.view(), r, KaimingA::Sqrt5, &mut rng)?;
-                AdapterWeights::Hira {
-                    a: var(&h.a)?,
-                    b: var(&h.b)?,
-                }
-            }
-            ToyMethod::Abba => {
-                let (r1, r2) = budget.abba_ranks();
-                let scale = AbbaScale::Paper {
-                    alpha: budget.abba_alpha,
-                };
-                scale.validate()?;
-                let init = init_abba(
-                    w0.view(),
-                    r1,
-                    r2,
-                    scale,
-                    AbbaInit::Paper,
-                    InitOptions::default(),
-                    &mut rng,
-                )?;
-                let ab = &init.adapter;
-                AdapterWeights::Abba {
-                    a1: var(&ab.a1)?,
-                    b1: var(&ab.b1)?,
-                    a2: var(&ab.a2)?,
-                    b2: var(&ab.b2)?,
-                    scale: ab.scale,
-                }
-            }
-            ToyMethod::Full => unreachable!("handled above"),
-        };
+        let weights = initial_adapter(&layer.weight, &spec, &mut rng)?;
         vars.extend(weights.vars().into_iter().cloned());
         layer.adapter = Some(weights);
     }

@@ -148,7 +148,8 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
         })?;
         bar.set_position(step as u64);
         bar.set_message(format!("loss {step_loss:.4}, {rate:.0} tok/s"));
-        let at_checkpoint = s.cfg.checkpoint_every > 0 && step.is_multiple_of(s.cfg.checkpoint_every);
+        let at_checkpoint =
+            s.cfg.checkpoint_every > 0 && step.is_multiple_of(s.cfg.checkpoint_every);
         if at_checkpoint || step == end {
             let st = CheckpointState {
                 step,
