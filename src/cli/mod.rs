@@ -35,7 +35,8 @@ pub enum Command {
     Merge(merge_cmd::MergeArgs),
     /// Redraw a study's plots and summary.md from its results directory.
     Report(report_cmd::ReportArgs),
-    /// Time one Adam step and one ALS sweep of an ABBA fit beside PyTorch, and write CSV.
+    /// Benchmarks beside PyTorch, as CSV: --suite fit (Adam step, ALS sweep), finetune (training tokens/s and
+    /// peak memory per adapter, vs PEFT), layer (Khatri–Rao vs materialised 4096² layer), all.
     Bench(bench_cmd::BenchArgs),
     /// Equal-budget configurations of every method for one or more layer shapes.
     Budget(budget_cmd::BudgetArgs),
