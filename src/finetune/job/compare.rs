@@ -1,5 +1,8 @@
 //! Side-by-side results of several fine-tuning runs (one per method): `results.csv`, `summary.md`, `loss.png`,
 //! and each run's report, training log and generated samples copied under `<out>/<run name>/`.
+//!
+//! Peak RSS is the process's high-water mark when each run ended: runs made in one invocation share it, so only
+//! the first is that run's own (`abba bench --suite finetune` measures each method in a fresh process).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -50,7 +53,7 @@ pub fn write_comparison(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<Finetune
     );
     let mut md = String::from(
         "| run | method | trainable params | steps | train loss first → last | held-out loss | perplexity | \
-         accuracy | exact match | tokens/s | train s | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         accuracy | exact match | tokens/s | train s | process peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in &reports {
         let _ = writeln!(
