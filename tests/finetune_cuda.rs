@@ -11,7 +11,9 @@ use abba::finetune::model::{Checkpoint, Llama};
 use candle_core::{DType, Device, Tensor};
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(rel)
 }
 
 fn gpu() -> Device {
@@ -22,14 +24,17 @@ fn logits(device: &Device, dtype: DType, adapter: Option<&str>) -> Tensor {
     let ckpt = Checkpoint::open(&fixture("tiny-llama")).unwrap();
     let mut m = Llama::load(&ckpt, dtype, device).unwrap();
     if let Some(method) = adapter {
-        let sec: AdapterSection = toml::from_str(&format!("method = \"{method}\"\nr = 4\nr1 = 2\nr2 = 2")).unwrap();
+        let sec: AdapterSection =
+            toml::from_str(&format!("method = \"{method}\"\nr = 4\nr1 = 2\nr2 = 2")).unwrap();
         let (vars, _) = inject(&mut m, &sec.resolve().unwrap(), 3).unwrap();
         for (_, v) in &vars {
             let t = (Tensor::ones(v.shape(), DType::F32, &Device::Cpu).unwrap() * 0.05).unwrap();
-            v.set(&t.to_dtype(dtype).unwrap().to_device(device).unwrap()).unwrap();
+            v.set(&t.to_dtype(dtype).unwrap().to_device(device).unwrap())
+                .unwrap();
         }
     }
-    let ids = candle_core::safetensors::load(fixture("inputs.safetensors"), &Device::Cpu).unwrap()["input_ids"]
+    let ids = candle_core::safetensors::load(fixture("inputs.safetensors"), &Device::Cpu).unwrap()
+        ["input_ids"]
         .to_dtype(DType::U32)
         .unwrap()
         .to_device(device)
@@ -43,21 +48,34 @@ fn logits(device: &Device, dtype: DType, adapter: Option<&str>) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
 fn gpu_logits_match_transformers_and_the_cpu() {
-    let want = candle_core::safetensors::load(fixture("tiny-llama/expected.safetensors"), &Device::Cpu).unwrap()
-        ["logits"]
-        .clone();
+    let want =
+        candle_core::safetensors::load(fixture("tiny-llama/expected.safetensors"), &Device::Cpu)
+            .unwrap()["logits"]
+            .clone();
     let d = max_abs_diff(&logits(&gpu(), DType::F32, None), &want);
     assert!(d < 1e-3, "f32 on the GPU differs from transformers by {d}");
     // bf16 has 8 bits of mantissa: the tolerance is relative to the logits' size (~3).
     let d = max_abs_diff(&logits(&gpu(), DType::BF16, None), &want);
     assert!(d < 0.25, "bf16 on the GPU differs from transformers by {d}");
     for method in ["lora", "hira", "abba"] {
-        let d = max_abs_diff(&logits(&gpu(), DType::F32, Some(method)), &logits(&Device::Cpu, DType::F32, Some(method)));
+        let d = max_abs_diff(
+            &logits(&gpu(), DType::F32, Some(method)),
+            &logits(&Device::Cpu, DType::F32, Some(method)),
+        );
         assert!(d < 1e-3, "{method}: GPU and CPU differ by {d}");
     }
 }
