@@ -1,17 +1,15 @@
 //! Fine-tuning through the `abba` binary: a short end-to-end run with export, merge and eval, and bad input —
 //! each a one-line error, exit code ≠ 0, no panic, and no half-written output.
 
+mod hf_common;
+
+use hf_common::fixture;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn abba() -> Command {
     Command::new(env!("CARGO_BIN_EXE_abba"))
-}
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(rel)
 }
 
 fn scratch(name: &str) -> PathBuf {

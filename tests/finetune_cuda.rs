@@ -2,19 +2,15 @@
 //! logits in f32 and bf16, and a few training steps of each adapter.
 #![cfg(feature = "cuda")]
 
-use std::path::{Path, PathBuf};
+mod hf_common;
+
+use hf_common::{fixture, max_abs_diff};
 
 use abba::finetune::adapters::config::AdapterSection;
 use abba::finetune::adapters::inject;
 use abba::finetune::layers::ForwardCtx;
 use abba::finetune::model::{Checkpoint, Llama};
 use candle_core::{DType, Device, Tensor};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(rel)
-}
 
 fn gpu() -> Device {
     Device::new_cuda(0).expect("a CUDA build needs a GPU for these tests")
@@ -44,19 +40,6 @@ fn logits(device: &Device, dtype: DType, adapter: Option<&str>) -> Tensor {
         .to_dtype(DType::F32)
         .unwrap()
         .to_device(&Device::Cpu)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
         .unwrap()
 }
 

@@ -2,18 +2,14 @@
 //! random models. The fixtures were made by `tests/fixtures/make_hf_fixtures.py` (see tests/fixtures/hf/README.md);
 //! these tests run without Python.
 
-use std::path::{Path, PathBuf};
+mod hf_common;
+
+use hf_common::{fixture, max_abs_diff};
 
 use abba::finetune::adapters::peft::AdapterSet;
 use abba::finetune::layers::ForwardCtx;
 use abba::finetune::model::{Checkpoint, Llama};
 use candle_core::{DType, Device, Tensor};
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(rel)
-}
 
 fn load_tensor(rel: &str, key: &str) -> Tensor {
     let map = candle_core::safetensors::load(fixture(rel), &Device::Cpu).unwrap();
@@ -31,20 +27,6 @@ fn inputs() -> Tensor {
 fn model(dir: &str) -> Llama {
     let ckpt = Checkpoint::open(&fixture(dir)).unwrap();
     Llama::load(&ckpt, DType::F32, &Device::Cpu).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn assert_logits(dir: &str, expected_file: &str, key: &str, m: &Llama) {

@@ -3,8 +3,11 @@
 //! `tests/fixtures/check_our_adapters.py` computed by loading those files with PEFT 0.21. The test checks both
 //! that the current writer still produces those files and that our logits equal PEFT's.
 
+mod hf_common;
+
+use hf_common::{fixture, max_abs_diff};
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use abba::finetune::adapters::config::AdapterSection;
 use abba::finetune::adapters::export::{LoraRank, to_loha, to_lora};
@@ -15,12 +18,6 @@ use abba::finetune::model::{Checkpoint, Llama};
 use abba::rng::seeded;
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(rel)
-}
 
 fn tiny() -> Llama {
     Llama::load(
@@ -65,19 +62,6 @@ fn sets() -> Vec<(&'static str, Llama, AdapterSet)> {
     out.push(("abba-as-loha", m.clone(), to_loha(&abba).unwrap()));
     out.push(("abba-as-lora", m, to_lora(&abba, LoraRank::Exact).unwrap()));
     out
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

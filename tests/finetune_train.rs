@@ -2,6 +2,10 @@
 //! adapter gradients against finite differences, frozen bases, ABBA's ΔW = 0 start, loss going down for every
 //! method, merge equivalence, exports that reproduce ΔW, and exact resume.
 
+mod hf_common;
+
+use hf_common::{fixture, max_abs};
+
 use std::path::{Path, PathBuf};
 
 use abba::finetune::adapters::config::AdapterSection;
@@ -17,12 +21,6 @@ use abba::finetune::train::{TrainConfig, TrainSetup, train};
 use abba::rng::seeded;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
-        .join(rel)
-}
 
 /// The fixture model with room for Alpaca prompts (it declares 128 positions; RoPE has no learned positions, so
 /// widening the limit changes nothing else).
@@ -61,19 +59,6 @@ fn data(n: usize) -> (Vec<Encoded>, u32) {
 fn logits(m: &Llama) -> Tensor {
     let ids = Tensor::new(&[[1u32, 17, 42, 5, 88, 63, 30]], &Device::Cpu).unwrap();
     m.forward(&ids, &ForwardCtx::eval(), None).unwrap()
-}
-
-fn max_abs(t: &Tensor) -> f64 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn randn(shape: (usize, usize), rng: &mut impl Rng) -> Tensor {
