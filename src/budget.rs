@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::MethodKind;
+use crate::adapter::{AbbaSpec, HiraSpec, LoraSpec, Method, MethodKind};
 use crate::error::{AbbaError, Result};
 
 /// How an ABBA configuration is derived from a LoRA rank r.
@@ -78,92 +78,6 @@ pub enum Budget {
     Params(usize),
 }
 
-/// One method's resolved size.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "method")]
-pub enum MethodConfig {
-    Full,
-    Lora { r: usize },
-    Hira { r: usize },
-    Abba { r1: usize, r2: usize },
-    AbbaChain { ranks: Vec<usize> },
-}
-
-impl MethodConfig {
-    pub fn kind(&self) -> MethodKind {
-        match self {
-            MethodConfig::Full => MethodKind::Full,
-            MethodConfig::Lora { .. } => MethodKind::Lora,
-            MethodConfig::Hira { .. } => MethodKind::Hira,
-            MethodConfig::Abba { .. } => MethodKind::Abba,
-            MethodConfig::AbbaChain { .. } => MethodKind::AbbaChain,
-        }
-    }
-
-    /// Trainable parameters on an m×n layer.
-    pub fn num_params(&self, (m, n): (usize, usize)) -> usize {
-        match self {
-            MethodConfig::Full => m * n,
-            MethodConfig::Lora { r } | MethodConfig::Hira { r } => r * (m + n),
-            MethodConfig::Abba { r1, r2 } => (r1 + r2) * (m + n),
-            MethodConfig::AbbaChain { ranks } => ranks.iter().sum::<usize>() * (m + n),
-        }
-    }
-
-    /// The largest rank ΔW can reach on an m×n layer (HiRA's bound needs rank(W0), taken as full here).
-    pub fn max_rank(&self, (m, n): (usize, usize)) -> usize {
-        let cap = m.min(n);
-        match self {
-            MethodConfig::Full => cap,
-            MethodConfig::Lora { r } => (*r).min(cap),
-            MethodConfig::Hira { r } => r.saturating_mul(cap).min(cap),
-            MethodConfig::Abba { r1, r2 } => r1.saturating_mul(*r2).min(cap),
-            MethodConfig::AbbaChain { ranks } => ranks
-                .iter()
-                .fold(1usize, |p, r| p.saturating_mul(*r))
-                .min(cap),
-        }
-    }
-
-    /// Every rank must be in 1..=min(m, n).
-    pub fn validate(&self, (m, n): (usize, usize)) -> Result<()> {
-        if m == 0 || n == 0 {
-            return Err(AbbaError::EmptyMatrix { rows: m, cols: n });
-        }
-        let ranks: Vec<usize> = match self {
-            MethodConfig::Full => vec![],
-            MethodConfig::Lora { r } | MethodConfig::Hira { r } => vec![*r],
-            MethodConfig::Abba { r1, r2 } => vec![*r1, *r2],
-            MethodConfig::AbbaChain { ranks } if ranks.is_empty() => {
-                return Err(AbbaError::InvalidArgument(
-                    "an ABBA chain needs at least one rank".into(),
-                ));
-            }
-            MethodConfig::AbbaChain { ranks } => ranks.clone(),
-        };
-        ranks
-            .into_iter()
-            .try_for_each(|r| crate::linalg::check_rank(r, (m, n)))
-    }
-
-    pub fn label(&self) -> String {
-        match self {
-            MethodConfig::Full => "full".into(),
-            MethodConfig::Lora { r } => format!("lora r={r}"),
-            MethodConfig::Hira { r } => format!("hira r={r}"),
-            MethodConfig::Abba { r1, r2 } => format!("abba r1={r1} r2={r2}"),
-            MethodConfig::AbbaChain { ranks } => format!(
-                "abba-chain r={}",
-                ranks
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect::<Vec<_>>()
-                    .join("x")
-            ),
-        }
-    }
-}
-
 /// The LoRA rank a budget allows on an m×n layer.
 pub fn lora_rank_for(budget: Budget, (m, n): (usize, usize)) -> Result<usize> {
     if m == 0 || n == 0 {
@@ -186,16 +100,28 @@ pub fn lora_rank_for(budget: Budget, (m, n): (usize, usize)) -> Result<usize> {
     Ok(r)
 }
 
-/// The configuration of `kind` that matches `budget` on an m×n layer (ABBA split by `rule`).
+/// The configuration of `kind` (with its default hyper-parameters) that matches `budget` on an m×n layer (ABBA
+/// split by `rule`).
 pub fn matched(
     kind: MethodKind,
     budget: Budget,
     rule: AbbaRankRule,
     shape: (usize, usize),
-) -> Result<MethodConfig> {
+) -> Result<Method> {
+    sized(&kind.template(), budget, rule, shape)
+}
+
+/// `template` with the size that matches `budget` on an m×n layer (ABBA split by `rule`); its hyper-parameters
+/// are kept.
+pub fn sized(
+    template: &Method,
+    budget: Budget,
+    rule: AbbaRankRule,
+    shape: (usize, usize),
+) -> Result<Method> {
     let (m, n) = shape;
-    let config = match kind {
-        MethodKind::Full => {
+    let config = match template {
+        Method::Full => {
             if let Budget::Params(p) = budget
                 && p < m * n
             {
@@ -207,19 +133,21 @@ pub fn matched(
                     needed: m * n,
                 });
             }
-            MethodConfig::Full
+            Method::Full
         }
-        MethodKind::Lora => MethodConfig::Lora {
+        Method::Lora(s) => Method::Lora(LoraSpec {
             r: lora_rank_for(budget, shape)?,
-        },
-        MethodKind::Hira => MethodConfig::Hira {
+            ..*s
+        }),
+        Method::Hira(s) => Method::Hira(HiraSpec {
             r: lora_rank_for(budget, shape)?,
-        },
-        MethodKind::Abba => {
+            ..*s
+        }),
+        Method::Abba(s) => {
             let (r1, r2) = rule.ranks(lora_rank_for(budget, shape)?)?;
-            MethodConfig::Abba { r1, r2 }
+            Method::Abba(AbbaSpec { r1, r2, ..*s })
         }
-        MethodKind::AbbaChain => {
+        Method::AbbaChain(_) => {
             return Err(AbbaError::InvalidArgument(
                 "ABBA chains have no single equal-budget split: give their ranks explicitly".into(),
             ));
@@ -230,6 +158,6 @@ pub fn matched(
 }
 
 /// Total trainable parameters of a configuration applied to many layers.
-pub fn total_params(config: &MethodConfig, shapes: &[(usize, usize)]) -> usize {
+pub fn total_params(config: &Method, shapes: &[(usize, usize)]) -> usize {
     shapes.iter().map(|&s| config.num_params(s)).sum()
 }

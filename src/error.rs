@@ -72,6 +72,24 @@ pub enum AbbaError {
     },
 }
 
+impl AbbaError {
+    /// An I/O failure on `path`, with the operating system's message.
+    pub fn io(path: impl AsRef<std::path::Path>, e: std::io::Error) -> Self {
+        AbbaError::Io {
+            path: path.as_ref().display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// As [`AbbaError::io`], followed by what the user should do about it.
+    pub fn io_hint(path: impl AsRef<std::path::Path>, e: std::io::Error, hint: &str) -> Self {
+        AbbaError::Io {
+            path: path.as_ref().display().to_string(),
+            message: format!("{e}: {hint}"),
+        }
+    }
+}
+
 impl From<candle_core::Error> for AbbaError {
     fn from(e: candle_core::Error) -> Self {
         // candle's messages can span lines (backtraces); keep the first so errors stay one line.

@@ -24,6 +24,7 @@ pub mod budget;
 pub mod error;
 pub mod finetune;
 pub mod fit;
+pub mod io;
 pub mod linalg;
 pub mod metrics;
 pub mod report;

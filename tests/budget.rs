@@ -1,7 +1,8 @@
 //! Parameter counts and equal-budget matching.
 
+use abba::adapter::Method;
 use abba::adapter::MethodKind;
-use abba::budget::{AbbaRankRule, Budget, MethodConfig, matched, total_params};
+use abba::budget::{AbbaRankRule, Budget, matched, total_params};
 
 /// q, k, v, o, gate, up, down of one Llama-3.2-1B layer as (out, in): hidden 2048, kv 512, FFN 8192.
 fn llama_3_2_1b_shapes() -> Vec<(usize, usize)> {
@@ -21,14 +22,8 @@ fn llama_3_2_1b_shapes() -> Vec<(usize, usize)> {
 fn llama_3_2_1b_lora_r32_and_abba_16_16_both_train_22_544_384_parameters() {
     // 22,544,384 is what PEFT prints for LoRA r=32 on all seven projections of Llama-3.2-1B.
     let shapes = llama_3_2_1b_shapes();
-    assert_eq!(
-        total_params(&MethodConfig::Lora { r: 32 }, &shapes),
-        22_544_384
-    );
-    assert_eq!(
-        total_params(&MethodConfig::Abba { r1: 16, r2: 16 }, &shapes),
-        22_544_384
-    );
+    assert_eq!(total_params(&Method::lora(32), &shapes), 22_544_384);
+    assert_eq!(total_params(&Method::abba(16, 16), &shapes), 22_544_384);
     let abba = matched(
         MethodKind::Abba,
         Budget::LoraRank(32),
@@ -36,7 +31,7 @@ fn llama_3_2_1b_lora_r32_and_abba_16_16_both_train_22_544_384_parameters() {
         (2048, 2048),
     )
     .unwrap();
-    assert_eq!(abba, MethodConfig::Abba { r1: 16, r2: 16 });
+    assert_eq!(abba, Method::abba(16, 16));
 }
 
 #[test]
@@ -45,11 +40,11 @@ fn rules_and_budgets_resolve_as_documented() {
     let m = |k, b, rule| matched(k, b, rule, shape).unwrap();
     assert_eq!(
         m(MethodKind::Abba, Budget::LoraRank(8), AbbaRankRule::Full),
-        MethodConfig::Abba { r1: 8, r2: 8 }
+        Method::abba(8, 8)
     );
     assert_eq!(
         m(MethodKind::Abba, Budget::LoraRank(9), AbbaRankRule::Half),
-        MethodConfig::Abba { r1: 5, r2: 4 }
+        Method::abba(5, 4)
     );
     assert_eq!(
         m(
@@ -57,7 +52,7 @@ fn rules_and_budgets_resolve_as_documented() {
             Budget::LoraRank(10),
             AbbaRankRule::Split { r1: 3 }
         ),
-        MethodConfig::Abba { r1: 3, r2: 7 }
+        Method::abba(3, 7)
     );
     assert_eq!(
         m(
@@ -65,11 +60,11 @@ fn rules_and_budgets_resolve_as_documented() {
             Budget::Params(2048 * 5 + 7),
             AbbaRankRule::Half
         ),
-        MethodConfig::Lora { r: 5 }
+        Method::lora(5)
     );
     assert_eq!(
         m(MethodKind::Hira, Budget::LoraRank(5), AbbaRankRule::Half),
-        MethodConfig::Hira { r: 5 }
+        Method::hira(5)
     );
     // From r = 4 on, (r/2)² ≥ r: ABBA reaches at least LoRA's rank at the same budget (r = 2 gives rank 1).
     for r in [4, 8, 72] {

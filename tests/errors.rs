@@ -3,13 +3,14 @@
 mod common;
 
 use abba::AbbaError;
+use abba::adapter::Method;
 use abba::adapter::MethodKind;
 use abba::adapter::init::{
     AbbaInit, InitOptions, LoraInit, SvdMethod, init_abba, init_hira, init_lora,
 };
 use abba::adapter::scaling::{AbbaScale, LoraScale};
 use abba::adapter::{Abba, Adapter, Hira, Lora};
-use abba::budget::{AbbaRankRule, Budget, MethodConfig, matched};
+use abba::budget::{AbbaRankRule, Budget, matched};
 use common::{rng, uniform};
 use ndarray::Array2;
 use proptest::prelude::*;
@@ -50,11 +51,7 @@ fn rank_zero_and_rank_above_min_dim_are_invalid_rank_errors() {
     .unwrap_err();
     assert!(matches!(err, AbbaError::InvalidRank { rank: 7, .. }));
     assert!(init_hira(w0.view(), 9, Default::default(), &mut r).is_err());
-    assert!(
-        MethodConfig::Abba { r1: 3, r2: 0 }
-            .validate((10, 6))
-            .is_err()
-    );
+    assert!(Method::abba(3, 0).validate((10, 6)).is_err());
 }
 
 #[test]

@@ -9,10 +9,11 @@ use hf_common::{fixture, max_abs_diff};
 
 use std::collections::HashMap;
 
+use abba::adapter::KeyStyle;
 use abba::finetune::adapters::config::AdapterSection;
 use abba::finetune::adapters::export::{LoraRank, to_loha, to_lora};
 use abba::finetune::adapters::inject;
-use abba::finetune::adapters::peft::{AdapterKind, AdapterSet, adapter_tensors};
+use abba::finetune::adapters::peft::{AdapterSet, adapter_tensors};
 use abba::finetune::layers::ForwardCtx;
 use abba::finetune::model::{Checkpoint, Llama};
 use abba::rng::seeded;
@@ -28,8 +29,8 @@ fn tiny() -> Llama {
     .unwrap()
 }
 
-/// A model carrying seeded non-trivial adapters of `method`, and how to describe them in a file.
-fn adapted(method: &str) -> (Llama, AdapterKind) {
+/// A model carrying seeded non-trivial adapters of `method`.
+fn adapted(method: &str) -> Llama {
     let text = match method {
         "abba" => "method = \"abba\"\nr1 = 2\nr2 = 3\nalpha = 2.0".to_string(),
         m => format!("method = \"{m}\"\nr = 3\nalpha = 6.0"),
@@ -46,19 +47,20 @@ fn adapted(method: &str) -> (Llama, AdapterKind) {
         v.set(&Tensor::from_vec(data, v.shape(), &Device::Cpu).unwrap())
             .unwrap();
     }
-    let kind = abba::finetune::job::run::adapter_kind(&cfg.method).unwrap();
-    (m, kind)
+    m
 }
 
 fn sets() -> Vec<(&'static str, Llama, AdapterSet)> {
     let mut out = Vec::new();
     for method in ["lora", "rslora", "hira"] {
-        let (m, kind) = adapted(method);
-        let set = AdapterSet::from_model(&m, kind, 0.0, "tests/fixtures/hf/tiny-llama").unwrap();
+        let m = adapted(method);
+        let set = AdapterSet::from_model(&m, KeyStyle::Native, 0.0, "tests/fixtures/hf/tiny-llama")
+            .unwrap();
         out.push((method, m, set));
     }
-    let (m, kind) = adapted("abba");
-    let abba = AdapterSet::from_model(&m, kind, 0.0, "tests/fixtures/hf/tiny-llama").unwrap();
+    let m = adapted("abba");
+    let abba =
+        AdapterSet::from_model(&m, KeyStyle::Native, 0.0, "tests/fixtures/hf/tiny-llama").unwrap();
     out.push(("abba-as-loha", m.clone(), to_loha(&abba).unwrap()));
     out.push(("abba-as-lora", m, to_lora(&abba, LoraRank::Exact).unwrap()));
     out

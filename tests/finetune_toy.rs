@@ -3,17 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-use abba::finetune::layers::{AdapterWeights, ForwardCtx};
+use abba::adapter::MethodKind;
+use abba::finetune::layers::ForwardCtx;
 use abba::finetune::optim::Schedule;
 use abba::finetune::toy::train::{TrainOpts, train};
 use abba::finetune::toy::{
-    Budget, Mlp, Status, ToyMethod, ToySpec, load_digits, load_spec, prepare, run_toy,
+    Budget, Mlp, PAPER_METHODS, Status, ToySpec, load_digits, load_spec, prepare, run_toy,
 };
 use abba::rng::seeded;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 
-const ADAPTERS: [ToyMethod; 3] = [ToyMethod::Lora, ToyMethod::Hira, ToyMethod::Abba];
+const ADAPTERS: [MethodKind; 3] = [MethodKind::Lora, MethodKind::Hira, MethodKind::Abba];
 
 fn budget(rank: usize) -> Budget {
     Budget {
@@ -81,7 +82,7 @@ fn adapter_gradients_in_the_mlp_match_finite_differences() {
         let vars = prepare(&mut mlp, method, &budget(4), 3).unwrap();
         assert_eq!(
             vars.len(),
-            if method == ToyMethod::Abba { 8 } else { 4 },
+            if method == MethodKind::Abba { 8 } else { 4 },
             "{method}"
         );
         for (i, v) in vars.iter().enumerate() {
@@ -134,16 +135,21 @@ fn abba_paper_init_gradients_reach_only_b2_at_step_zero() {
     let x = random_tensor(8, 20, 5, DType::F64);
     let y = labels(8, 6);
     let mut mlp = Mlp::new(20, 10, 6, DType::F64, &Device::Cpu, 6).unwrap();
-    prepare(&mut mlp, ToyMethod::Abba, &budget(4), 7).unwrap();
+    prepare(&mut mlp, MethodKind::Abba, &budget(4), 7).unwrap();
     let grads = mlp
         .loss(&x, &y, &ForwardCtx::eval())
         .unwrap()
         .backward()
         .unwrap();
     for layer in mlp.layers() {
-        let Some(AdapterWeights::Abba { a1, b1, a2, b2, .. }) = &layer.adapter else {
+        let Some(w) = layer
+            .adapter
+            .as_ref()
+            .filter(|w| w.method.kind() == MethodKind::Abba)
+        else {
             panic!("ABBA adapter missing")
         };
+        let [a1, b1, a2, b2] = ["A1", "B1", "A2", "B2"].map(|n| w.var(n).unwrap());
         let norm = |v: &Var| {
             values(grads.get(v.as_tensor()).unwrap())
                 .iter()
@@ -167,8 +173,13 @@ fn adapters_leave_outputs_unchanged_at_step_zero() {
     for method in ADAPTERS {
         let mut mlp = base.clone();
         prepare(&mut mlp, method, &budget(8), 10).unwrap();
-        if let Some(AdapterWeights::Abba { b1, a1, .. }) = &mlp.fc1.adapter {
-            let p = values(&b1.matmul(a1).unwrap());
+        if let Some(w) = mlp
+            .fc1
+            .adapter
+            .as_ref()
+            .filter(|w| w.method.kind() == MethodKind::Abba)
+        {
+            let p = values(&w.var("B1").unwrap().matmul(w.var("A1").unwrap()).unwrap());
             assert!(
                 p.iter().any(|v| v.abs() > 1e-3),
                 "ABBA's first pair should hold W0's top SVD part"
@@ -204,7 +215,7 @@ fn adaptation_changes_only_adapter_parameters() {
         max_grad_norm: Some(1.0),
         seed: 13,
     };
-    for method in ToyMethod::ALL {
+    for method in PAPER_METHODS {
         let mut mlp = base.clone();
         let vars = prepare(&mut mlp, method, &budget(4), 14).unwrap();
         let start: Vec<Vec<f64>> = vars.iter().map(|v| values(v.as_tensor())).collect();
@@ -221,7 +232,7 @@ fn adaptation_changes_only_adapter_parameters() {
             vars.len(),
             "{method}: every trainable tensor should move"
         );
-        if method == ToyMethod::Full {
+        if method == MethodKind::Full {
             assert_ne!(
                 snapshot(&mlp),
                 before,
@@ -284,7 +295,7 @@ fn tiny_spec(data: &Path, out: &Path) -> ToySpec {
         rank: 4,
         lora_alpha: 8.0,
         abba_alpha: 4.0,
-        methods: ToyMethod::ALL.to_vec(),
+        methods: PAPER_METHODS.to_vec(),
     }
 }
 
@@ -309,7 +320,7 @@ fn tiny_run_lowers_the_loss_for_every_method_and_repeats_exactly() {
     assert_eq!(report.methods.len(), 4);
     for m in &report.methods {
         assert_eq!(m.status, Status::Ok, "{}", m.method);
-        let want = if m.method == ToyMethod::Full {
+        let want = if m.method == MethodKind::Full {
             full_params
         } else {
             adapter_params
@@ -360,7 +371,7 @@ fn a_diverging_method_is_recorded_and_the_others_run() {
     write_synthetic_csv(&data, 20, 22);
     let mut spec = tiny_spec(&data, &dir.join("out"));
     spec.adapt_lr = 1e30;
-    spec.methods = vec![ToyMethod::Full, ToyMethod::Lora];
+    spec.methods = vec![MethodKind::Full, MethodKind::Lora];
     let report = run_toy(&spec, &spec.out, false).unwrap();
     assert_eq!(report.methods.len(), 2);
     let full = &report.methods[0];
@@ -470,7 +481,7 @@ fn spec_errors_give_line_and_column_and_the_shipped_spec_loads() {
 
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/finetune-mnist.toml");
     let spec = load_spec(&shipped).unwrap();
-    assert_eq!(spec.methods, ToyMethod::ALL.to_vec());
+    assert_eq!(spec.methods, PAPER_METHODS.to_vec());
     assert_eq!(spec.out, Path::new("results/finetune/mnist"));
 }
 

@@ -8,9 +8,11 @@ use hf_common::{fixture, max_abs};
 
 use std::path::{Path, PathBuf};
 
+use abba::adapter::scaling::{AbbaScale, LoraScale};
+use abba::adapter::{AbbaSpec, KeyStyle, LoraSpec, Method};
 use abba::finetune::adapters::config::AdapterSection;
 use abba::finetune::adapters::export::{LoraRank, to_loha, to_lora};
-use abba::finetune::adapters::peft::{AdapterKind, AdapterSet};
+use abba::finetune::adapters::peft::AdapterSet;
 use abba::finetune::adapters::{AdapterConfig, inject};
 use abba::finetune::arith::arithmetic_problems;
 use abba::finetune::data::{Encoded, encode_example};
@@ -34,10 +36,10 @@ fn section(method: &str) -> AdapterSection {
     let mut s: AdapterSection =
         toml::from_str(&format!("method = \"{method}\"\nr = 4\nalpha = 8.0")).unwrap();
     if method == "abba" {
-        s.r = None;
-        s.r1 = Some(2);
-        s.r2 = Some(2);
-        s.alpha = Some(2.0);
+        s.method.r = None;
+        s.method.r1 = Some(2);
+        s.method.r2 = Some(2);
+        s.method.alpha = Some(2.0);
     }
     s
 }
@@ -124,6 +126,10 @@ fn check_gradients(w: AdapterWeights, w0: Tensor, rows: usize) {
     }
 }
 
+fn weights(method: Method, vars: Vec<Var>, shape: (usize, usize)) -> AdapterWeights {
+    AdapterWeights::new(method, vars, shape).unwrap()
+}
+
 fn var(shape: (usize, usize), rng: &mut impl Rng) -> Var {
     Var::from_tensor(&randn(shape, rng)).unwrap()
 }
@@ -134,32 +140,45 @@ fn adapter_layer_gradients_match_finite_differences() {
     let (m, n) = (12, 10);
     let w0 = randn((m, n), &mut rng);
     check_gradients(
-        AdapterWeights::Lora {
-            a: var((3, n), &mut rng),
-            b: var((m, 3), &mut rng),
-            scale: 1.7,
-        },
+        weights(
+            Method::Lora(LoraSpec {
+                r: 3,
+                scale: LoraScale::Explicit { scale: 1.7 },
+                ..Default::default()
+            }),
+            vec![var((3, n), &mut rng), var((m, 3), &mut rng)],
+            (m, n),
+        ),
         w0.clone(),
         4,
     );
     check_gradients(
-        AdapterWeights::Hira {
-            a: var((3, n), &mut rng),
-            b: var((m, 3), &mut rng),
-        },
+        weights(
+            Method::hira(3),
+            vec![var((3, n), &mut rng), var((m, 3), &mut rng)],
+            (m, n),
+        ),
         w0.clone(),
         4,
     );
     // ABBA at two batch sizes so both forward paths (Khatri–Rao for few rows, materialised for many) are checked.
     for rows in [1, 64] {
         check_gradients(
-            AdapterWeights::Abba {
-                a1: var((2, n), &mut rng),
-                b1: var((m, 2), &mut rng),
-                a2: var((3, n), &mut rng),
-                b2: var((m, 3), &mut rng),
-                scale: 0.8,
-            },
+            weights(
+                Method::Abba(AbbaSpec {
+                    r1: 2,
+                    r2: 3,
+                    scale: AbbaScale::Explicit { scale: 0.8 },
+                    ..Default::default()
+                }),
+                vec![
+                    var((2, n), &mut rng),
+                    var((m, 2), &mut rng),
+                    var((3, n), &mut rng),
+                    var((m, 3), &mut rng),
+                ],
+                (m, n),
+            ),
             w0.clone(),
             rows,
         );
@@ -174,10 +193,10 @@ fn abba_paper_init_starts_at_the_base_model() {
     assert_eq!(max_abs(&(logits(&m) - &base).unwrap()), 0.0);
     // …while the adapter is really there: B1·A1 is W0's top-2 SVD part.
     let lin = &m.blocks[0].q;
-    match lin.adapter.as_ref().unwrap() {
-        AdapterWeights::Abba { a1, b1, .. } => assert!(max_abs(&b1.matmul(a1).unwrap()) > 0.1),
-        _ => panic!("not ABBA"),
-    }
+    let a = lin.adapter.as_ref().unwrap();
+    assert_eq!(a.method.name(), "abba");
+    let (b1, a1) = (a.var("B1").unwrap(), a.var("A1").unwrap());
+    assert!(max_abs(&b1.matmul(a1).unwrap()) > 0.1);
 }
 
 fn weights_snapshot(m: &Llama) -> Vec<(String, Vec<f32>)> {
@@ -276,8 +295,8 @@ fn loha_and_lora_exports_reproduce_abba_delta() {
     let mut rng = seeded(3);
     let mut m = tiny();
     let mut sec = section("abba");
-    sec.r1 = Some(2);
-    sec.r2 = Some(3);
+    sec.method.r1 = Some(2);
+    sec.method.r2 = Some(3);
     let (vars, _) = inject(&mut m, &sec.resolve().unwrap(), 4).unwrap();
     for (_, v) in &vars {
         v.set(
@@ -287,23 +306,14 @@ fn loha_and_lora_exports_reproduce_abba_delta() {
         )
         .unwrap();
     }
-    let kind = AdapterKind::Abba {
-        r1: 2,
-        r2: 3,
-        scale: 0.7,
-        convention: "explicit".into(),
-    };
-    let set = AdapterSet::from_model(&m, kind, 0.0, "").unwrap();
+    let set = AdapterSet::from_model(&m, KeyStyle::Native, 0.0, "").unwrap();
     let loha = to_loha(&set).unwrap();
     let exact = to_lora(&set, LoraRank::Exact).unwrap();
-    assert_eq!(
-        loha.kind,
-        AdapterKind::Loha {
-            r: 3,
-            alpha: loha_alpha(&loha)
-        }
-    );
-    assert!(matches!(exact.kind, AdapterKind::Lora { r: 6, .. }));
+    assert_eq!(loha.style, KeyStyle::Loha);
+    assert_eq!(loha.method().ranks(), vec![3, 3]);
+    assert_eq!(loha.peft_type(), "LOHA");
+    assert_eq!(exact.method().ranks(), vec![6]);
+    assert_eq!(exact.peft_type(), "LORA");
     for (i, (path, w)) in set.modules.iter().enumerate() {
         let lin = m
             .linears()
@@ -341,13 +351,6 @@ fn loha_and_lora_exports_reproduce_abba_delta() {
         (err - tail).abs() < 1e-3 * tail.max(1e-9),
         "truncation error {err} vs tail {tail}"
     );
-}
-
-fn loha_alpha(set: &AdapterSet) -> f64 {
-    match set.kind {
-        AdapterKind::Loha { alpha, .. } => alpha,
-        _ => f64::NAN,
-    }
 }
 
 #[test]

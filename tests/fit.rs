@@ -2,8 +2,8 @@
 
 mod common;
 
+use abba::adapter::Method;
 use abba::adapter::scaling::{AbbaScale, LoraScale};
-use abba::budget::MethodConfig;
 use abba::fit::als::{AlsSpec, regularised_objective, sweep};
 use abba::fit::start::{FitInit, initialise};
 use abba::fit::{Fitted, adam, als, oracle};
@@ -13,24 +13,18 @@ use abba::target::TargetSpec;
 use ndarray::Array2;
 
 fn start(
-    config: &MethodConfig,
+    config: &Method,
     t: &Array2<f64>,
     w0: Option<&Array2<f64>>,
     init: FitInit,
     seed: u64,
 ) -> Fitted<f64> {
     let svd = svd_thin(t.view()).unwrap();
-    let scale = AbbaScale::Explicit { scale: 1.0 };
-    initialise(
-        config,
-        &svd,
-        w0,
-        &init,
-        scale,
+    let config = config.with_scales(
         LoraScale::Explicit { scale: 1.0 },
-        &mut common::rng(seed),
-    )
-    .unwrap()
+        AbbaScale::Explicit { scale: 1.0 },
+    );
+    initialise(&config, &svd, w0, &init, &mut common::rng(seed)).unwrap()
 }
 
 fn error_of(f: &Fitted<f64>, t: &Array2<f64>) -> f64 {
@@ -74,7 +68,7 @@ fn abba_recovers_an_abba_structured_target_and_lora_of_the_same_budget_cannot() 
     let best = (0..4)
         .map(|seed| {
             let mut f = start(
-                &MethodConfig::Abba { r1, r2 },
+                &Method::abba(r1, r2),
                 &t,
                 None,
                 FitInit::Random { std: 0.01 },
@@ -100,7 +94,7 @@ fn hira_recovers_a_hira_structured_target() {
         .build((m, n), 8, Some(&w0))
         .unwrap();
     let mut f = start(
-        &MethodConfig::Hira { r },
+        &Method::hira(r),
         &t,
         Some(&w0),
         FitInit::Random { std: 0.5 },
@@ -127,11 +121,7 @@ fn als_never_increases_its_objective() {
     let w0 = TargetSpec::Gaussian.build((m, n), 10, None).unwrap();
     let norm2 = frob2(t.view());
     let ridge = 1e-6;
-    let configs = [
-        MethodConfig::Abba { r1: 3, r2: 5 },
-        MethodConfig::Hira { r: 4 },
-        MethodConfig::Lora { r: 4 },
-    ];
+    let configs = [Method::abba(3, 5), Method::hira(4), Method::lora(4)];
     for config in configs {
         for init in [
             FitInit::Random { std: 0.3 },
@@ -162,13 +152,7 @@ fn adam_on_a_lora_fit_approaches_the_svd_optimum() {
         &oracle::lora_from_svd::<f64>(&svd_thin(t.view()).unwrap(), r).unwrap(),
         &t,
     );
-    let mut f = start(
-        &MethodConfig::Lora { r },
-        &t,
-        None,
-        FitInit::Random { std: 0.1 },
-        3,
-    );
+    let mut f = start(&Method::lora(r), &t, None, FitInit::Random { std: 0.1 }, 3);
     let spec = adam::AdamSpec {
         steps: 4000,
         lr: 1e-2,
@@ -192,7 +176,7 @@ fn adam_on_a_lora_fit_approaches_the_svd_optimum() {
 fn adam_with_a_huge_learning_rate_reports_divergence() {
     let t = TargetSpec::Random.build((20, 16), 12, None).unwrap();
     let mut f = start(
-        &MethodConfig::Abba { r1: 2, r2: 2 },
+        &Method::abba(2, 2),
         &t,
         None,
         FitInit::Random { std: 1.0 },

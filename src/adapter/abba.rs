@@ -1,8 +1,12 @@
 //! ABBA: ΔW = s·(B1·A1) ⊙ (B2·A2) with independent ranks r1, r2 (Singhal et al., arXiv 2505.14238).
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use rand::Rng;
+use serde_json::{Value, json};
 
+use super::init::{AbbaInit, InitOptions, Initialised, init_abba};
 use super::khatri_rao::{col_kron, row_kron};
+use super::method::{Factor, PeftFields};
 use super::scaling::AbbaScale;
 use super::{Adapter, MethodKind, check_pair, check_shape};
 use crate::error::{AbbaError, Result};
@@ -192,5 +196,107 @@ impl<T: Real> Adapter<T> for Abba<T> {
         check_shape("gradient ∂L/∂ΔW", self.shape(), g.dim())?;
         let (p, q) = self.pair_products();
         Ok(self.grads_with_products(g, &p, &q).into())
+    }
+}
+
+/// ABBA as a method: ranks, scale convention and initialisation (the paper's or a Table 3 variant).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AbbaSpec {
+    pub r1: usize,
+    pub r2: usize,
+    pub scale: AbbaScale,
+    pub init: AbbaInit,
+}
+
+impl Default for AbbaSpec {
+    fn default() -> Self {
+        AbbaSpec {
+            r1: 0,
+            r2: 0,
+            scale: AbbaScale::Paper { alpha: 16.0 },
+            init: AbbaInit::Paper,
+        }
+    }
+}
+
+impl AbbaSpec {
+    /// A_i: r_i×n, B_i: m×r_i. Our files (`abba_A1` …) list A1, B1, A2, B2; the ndarray adapter holds B1, A1, B2,
+    /// A2; PEFT LoHa calls B1 `hada_w1_a` and A1 `hada_w1_b` (its w·a factors are the m×r ones).
+    pub fn factors(&self, (m, n): (usize, usize)) -> Vec<Factor> {
+        let (r1, r2) = (self.r1, self.r2);
+        let f = |name, key, loha, shape, position| Factor {
+            loha_key: Some(loha),
+            ..Factor::new(name, key, shape, position)
+        };
+        vec![
+            f("A1", "abba_A1", "hada_w1_b", (r1, n), 1),
+            f("B1", "abba_B1", "hada_w1_a", (m, r1), 0),
+            f("A2", "abba_A2", "hada_w2_b", (r2, n), 3),
+            f("B2", "abba_B2", "hada_w2_a", (m, r2), 2),
+        ]
+    }
+
+    pub fn init_adapter<T: Real, R: Rng + ?Sized>(
+        &self,
+        w0: ArrayView2<'_, T>,
+        rng: &mut R,
+    ) -> Result<Initialised<Abba<T>, T>> {
+        self.scale.validate()?;
+        init_abba(
+            w0,
+            self.r1,
+            self.r2,
+            self.scale,
+            self.init,
+            InitOptions::default(),
+            rng,
+        )
+    }
+
+    /// Our `ABBA` config (docs/adapter-format.md): the ranks, the scale applied and the convention it came from.
+    pub fn peft_config(&self, dropout: f32) -> Value {
+        json!({
+            "peft_type": "ABBA",
+            "format_version": 1, "r1": self.r1, "r2": self.r2,
+            "scale": self.scale.value(self.r1, self.r2), "scale_convention": self.scale.name(),
+            "dropout": dropout,
+        })
+    }
+
+    /// PEFT's `LOHA` config, for an ABBA whose pairs have one rank and whose scale is LoHa's α/r.
+    pub fn loha_config(&self) -> Result<Value> {
+        match self.scale {
+            AbbaScale::Loha { alpha } if self.r1 == self.r2 => Ok(json!({
+                "peft_type": "LOHA",
+                "r": self.r1, "alpha": alpha, "rank_dropout": 0.0, "module_dropout": 0.0,
+                "use_effective_conv2d": false, "init_weights": true,
+            })),
+            _ => Err(AbbaError::InvalidArgument(
+                "only an ABBA in LoHa form (r1 = r2, scale α/r) saves as LoHa: convert it with `abba export --to peft-loha`".into(),
+            )),
+        }
+    }
+
+    pub fn from_peft(f: &PeftFields<'_>) -> Result<AbbaSpec> {
+        Ok(AbbaSpec {
+            r1: f.uint("r1")?,
+            r2: f.uint("r2")?,
+            scale: AbbaScale::Explicit {
+                scale: f.float("scale")?,
+            },
+            init: AbbaInit::Paper,
+        })
+    }
+
+    pub fn from_loha(f: &PeftFields<'_>) -> Result<AbbaSpec> {
+        let r = f.uint("r")?;
+        Ok(AbbaSpec {
+            r1: r,
+            r2: r,
+            scale: AbbaScale::Loha {
+                alpha: f.float("alpha")?,
+            },
+            init: AbbaInit::Paper,
+        })
     }
 }

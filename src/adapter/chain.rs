@@ -2,6 +2,7 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
+use super::method::Factor;
 use super::scaling::AbbaScale;
 use super::{Adapter, MethodKind, check_pair, check_shape};
 use crate::error::{AbbaError, Result};
@@ -104,5 +105,40 @@ impl<T: Real> Adapter<T> for AbbaChain<T> {
             out.push(gemm(b.t(), others.view()));
         }
         Ok(out)
+    }
+}
+
+/// An ABBA chain as a method: the rank of each pair and the scale (the paper convention generalises to
+/// Π α/√r_i).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainSpec {
+    pub ranks: Vec<usize>,
+    pub scale: AbbaScale,
+}
+
+impl Default for ChainSpec {
+    fn default() -> Self {
+        ChainSpec {
+            ranks: Vec::new(),
+            scale: AbbaScale::Paper { alpha: 16.0 },
+        }
+    }
+}
+
+impl ChainSpec {
+    /// A_i: r_i×n (`chain_A{i}`), B_i: m×r_i (`chain_B{i}`), listed A1, B1, A2, B2, …; the ndarray adapter holds
+    /// B1, A1, B2, A2, ….
+    pub fn factors(&self, (m, n): (usize, usize)) -> Vec<Factor> {
+        self.ranks
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &r)| {
+                let k = i + 1;
+                [
+                    Factor::new(&format!("A{k}"), &format!("chain_A{k}"), (r, n), 2 * i + 1),
+                    Factor::new(&format!("B{k}"), &format!("chain_B{k}"), (m, r), 2 * i),
+                ]
+            })
+            .collect()
     }
 }

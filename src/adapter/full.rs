@@ -2,6 +2,7 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
+use super::method::Factor;
 use super::{Adapter, MethodKind, check_finite, check_shape};
 use crate::error::{AbbaError, Result};
 use crate::linalg::Real;
@@ -12,6 +13,11 @@ pub struct Full<T> {
 }
 
 impl<T: Real> Full<T> {
+    /// The one factor: ΔW itself, m×n. (On a model, full fine-tuning trains the base weights instead.)
+    pub fn factor_table((m, n): (usize, usize)) -> Vec<Factor> {
+        vec![Factor::new("delta", "delta", (m, n), 0)]
+    }
+
     /// ΔW = 0 of shape m×n.
     pub fn zeros(m: usize, n: usize) -> Result<Self> {
         if m == 0 || n == 0 {

@@ -2,7 +2,11 @@
 //! keeps its own copy.
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use rand::Rng;
+use serde_json::{Value, json};
 
+use super::init::{KaimingA, init_hira};
+use super::method::{Factor, PeftFields};
 use super::{Adapter, MethodKind, check_finite, check_pair, check_shape};
 use crate::error::Result;
 use crate::linalg::{Real, gemm};
@@ -55,5 +59,44 @@ impl<T: Real> Adapter<T> for Hira<T> {
             gemm(gw.view(), self.a.t()),
             gemm(self.b.t(), gw.view()),
         ])
+    }
+}
+
+/// HiRA as a method: rank and the Kaiming slope of A's initialisation (B = 0).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct HiraSpec {
+    pub r: usize,
+    pub kaiming: KaimingA,
+}
+
+impl HiraSpec {
+    /// A: r×n (`hira_A`), B: m×r (`hira_B`), as PEFT's HiRA; the ndarray adapter holds (B, A).
+    pub fn factors(&self, (m, n): (usize, usize)) -> Vec<Factor> {
+        vec![
+            Factor::new("A", "hira_A", (self.r, n), 1),
+            Factor::new("B", "hira_B", (m, self.r), 0),
+        ]
+    }
+
+    pub fn init_adapter<T: Real, R: Rng + ?Sized>(
+        &self,
+        w0: ArrayView2<'_, T>,
+        rng: &mut R,
+    ) -> Result<Hira<T>> {
+        init_hira(w0, self.r, self.kaiming, rng)
+    }
+
+    pub fn peft_config(&self, dropout: f32) -> Value {
+        json!({
+            "peft_type": "HIRA",
+            "r": self.r, "hira_dropout": dropout, "fan_in_fan_out": false, "init_weights": true,
+        })
+    }
+
+    pub fn from_peft(f: &PeftFields<'_>) -> Result<HiraSpec> {
+        Ok(HiraSpec {
+            r: f.uint("r")?,
+            ..HiraSpec::default()
+        })
     }
 }

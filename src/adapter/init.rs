@@ -105,6 +105,16 @@ pub struct Initialised<A, T> {
     pub residual_base: Option<Array2<T>>,
 }
 
+impl<A, T> Initialised<A, T> {
+    /// The same initialisation with the adapter wrapped (e.g. into [`super::AnyAdapter`]).
+    pub fn map<B>(self, f: impl FnOnce(A) -> B) -> Initialised<B, T> {
+        Initialised {
+            adapter: f(self.adapter),
+            residual_base: self.residual_base,
+        }
+    }
+}
+
 fn with_residual<A: Adapter<T>, T: Real>(adapter: A, w0: ArrayView2<'_, T>) -> Initialised<A, T> {
     let residual = &w0 - &adapter.delta();
     Initialised {
@@ -123,6 +133,13 @@ pub enum LoraInit {
     Gaussian,
     /// PiSSA: s·B·A = the top-r SVD part of W0; the base becomes the residual.
     Pissa { svd: SvdMethod },
+}
+
+impl LoraInit {
+    /// PiSSA reads W0; the others only its shape.
+    pub fn needs_w0(&self) -> bool {
+        matches!(self, LoraInit::Pissa { .. })
+    }
 }
 
 pub fn init_lora<T: Real, R: Rng + ?Sized>(
@@ -201,6 +218,23 @@ pub enum AbbaInit {
 }
 
 impl AbbaInit {
+    /// Every scheme starts from the SVD (or square root) of W0.
+    pub fn needs_w0(&self) -> bool {
+        true
+    }
+
+    /// The name a config writes (`paper`, `ones-second`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            AbbaInit::Paper => "paper",
+            AbbaInit::OnesSecond => "ones-second",
+            AbbaInit::SqrtBoth => "sqrt-both",
+            AbbaInit::SqrtTopNext => "sqrt-top-next",
+            AbbaInit::SqrtNextTop => "sqrt-next-top",
+            AbbaInit::SvdSecond => "svd-second",
+        }
+    }
+
     pub const ALL: [AbbaInit; 6] = [
         AbbaInit::Paper,
         AbbaInit::OnesSecond,

@@ -1,10 +1,14 @@
 //! LoRA: ΔW = s·B·A with B: m×r, A: r×n (Hu et al. 2021); rsLoRA differs only in s.
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use rand::Rng;
+use serde_json::{Value, json};
 
+use super::init::{Initialised, KaimingA, LoraInit, init_lora};
+use super::method::{Factor, PeftFields};
 use super::scaling::LoraScale;
 use super::{Adapter, MethodKind, check_pair, check_shape};
-use crate::error::Result;
+use crate::error::{AbbaError, Result};
 use crate::linalg::{Real, gemm};
 
 #[derive(Clone, Debug)]
@@ -65,5 +69,95 @@ impl<T: Real> Adapter<T> for Lora<T> {
         let mut ga = gemm(self.b.t(), g);
         ga *= self.scale;
         Ok(vec![gb, ga])
+    }
+}
+
+/// LoRA as a method: rank, scale convention (standard α/r or rsLoRA α/√r) and initialisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoraSpec {
+    pub r: usize,
+    pub scale: LoraScale,
+    pub init: LoraInit,
+}
+
+impl Default for LoraSpec {
+    fn default() -> Self {
+        LoraSpec {
+            r: 0,
+            scale: LoraScale::Standard { alpha: 16.0 },
+            init: LoraInit::Standard {
+                kaiming: KaimingA::Sqrt5,
+            },
+        }
+    }
+}
+
+impl LoraSpec {
+    pub fn name(&self) -> &'static str {
+        match self.scale {
+            LoraScale::Rslora { .. } => "rslora",
+            LoraScale::Standard { .. } | LoraScale::Explicit { .. } => "lora",
+        }
+    }
+
+    /// A: r×n (`lora_A.weight`), B: m×r (`lora_B.weight`); the ndarray adapter holds (B, A).
+    pub fn factors(&self, (m, n): (usize, usize)) -> Vec<Factor> {
+        vec![
+            Factor::new("A", "lora_A.weight", (self.r, n), 1),
+            Factor::new("B", "lora_B.weight", (m, self.r), 0),
+        ]
+    }
+
+    pub fn init_adapter<T: Real, R: Rng + ?Sized>(
+        &self,
+        w0: ArrayView2<'_, T>,
+        rng: &mut R,
+    ) -> Result<Initialised<Lora<T>, T>> {
+        init_lora(w0, self.r, self.scale, self.init, rng)
+    }
+
+    /// PEFT's `LORA` config; an explicit scale is written as α = s·r.
+    pub fn peft_config(&self, dropout: f32) -> Value {
+        let (alpha, rslora) = match self.scale {
+            LoraScale::Standard { alpha } => (alpha, false),
+            LoraScale::Rslora { alpha } => (alpha, true),
+            LoraScale::Explicit { scale } => (scale * self.r as f64, false),
+        };
+        json!({
+            "peft_type": "LORA",
+            "r": self.r, "lora_alpha": alpha, "use_rslora": rslora, "lora_dropout": dropout,
+            "bias": "none", "fan_in_fan_out": false, "init_lora_weights": true,
+        })
+    }
+
+    pub fn from_peft(f: &PeftFields<'_>) -> Result<LoraSpec> {
+        for unsupported in ["use_dora", "fan_in_fan_out"] {
+            if f.flag(unsupported) {
+                return Err(AbbaError::Unsupported {
+                    what: format!("adapter_config.json field {unsupported}"),
+                    message: "true: only plain LoRA and rsLoRA load".into(),
+                });
+            }
+        }
+        if f.cfg
+            .get("rank_pattern")
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty())
+        {
+            return Err(AbbaError::Unsupported {
+                what: "adapter_config.json field rank_pattern".into(),
+                message: "per-module ranks are not supported: use one r for every module".into(),
+            });
+        }
+        let alpha = f.float("lora_alpha")?;
+        Ok(LoraSpec {
+            r: f.uint("r")?,
+            scale: if f.flag("use_rslora") {
+                LoraScale::Rslora { alpha }
+            } else {
+                LoraScale::Standard { alpha }
+            },
+            init: LoraSpec::default().init,
+        })
     }
 }

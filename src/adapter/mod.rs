@@ -1,10 +1,17 @@
 //! Weight-update parameterisations ("adapters") of a frozen `W0: m×n` (out × in, PyTorch's convention).
 //!
-//! Every method exposes the same small surface ([`Adapter`]): its factors, its parameter count, the materialised
-//! update ΔW, the product ΔW·X, and the analytic gradients of its factors for a given ∂L/∂ΔW. Fitters and the
-//! fine-tuning backend only ever talk to this trait.
+//! Two views of a method, both defined here and read by every other part of the crate:
+//! - [`Method`] describes it: family, size, hyper-parameters, factor table, parameter count, initialisation and
+//!   PEFT config ([`method`]);
+//! - [`Adapter`] computes with it on ndarray: its factors, the materialised update ΔW, the product ΔW·X, and the
+//!   analytic gradients of its factors for a given ∂L/∂ΔW. [`AnyAdapter`] holds an instance of any family.
+//!
+//! One file per method holds both (`lora.rs`, `hira.rs`, `abba.rs`, `chain.rs`, `full.rs`). The fitters use the
+//! ndarray maths; the candle layers of `finetune` take their factor names, shapes and initial values from
+//! [`Method`] and implement the forward pass on tensors.
 
 mod abba;
+mod any;
 mod chain;
 pub mod convert;
 mod full;
@@ -13,50 +20,23 @@ pub mod init;
 pub mod khatri_rao;
 mod lora;
 mod merge;
+pub mod method;
 pub mod scaling;
+pub mod section;
 
-pub use abba::{Abba, ForwardCost, ForwardPath};
-pub use chain::AbbaChain;
+pub use abba::{Abba, AbbaSpec, ForwardCost, ForwardPath};
+pub use any::AnyAdapter;
+pub use chain::{AbbaChain, ChainSpec};
 pub use full::Full;
-pub use hira::Hira;
-pub use lora::Lora;
+pub use hira::{Hira, HiraSpec};
+pub use lora::{Lora, LoraSpec};
 pub use merge::{MergedWeight, merge, unmerge};
+pub use method::{Factor, KeyStyle, Method, MethodKind};
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 use crate::error::{AbbaError, Result};
 use crate::linalg::Real;
-
-/// The family a parameterisation belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MethodKind {
-    Full,
-    Lora,
-    Hira,
-    Abba,
-    AbbaChain,
-}
-
-impl MethodKind {
-    pub const ALL: [MethodKind; 5] = [
-        MethodKind::Full,
-        MethodKind::Lora,
-        MethodKind::Hira,
-        MethodKind::Abba,
-        MethodKind::AbbaChain,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MethodKind::Full => "full",
-            MethodKind::Lora => "lora",
-            MethodKind::Hira => "hira",
-            MethodKind::Abba => "abba",
-            MethodKind::AbbaChain => "abba-chain",
-        }
-    }
-}
 
 /// A trainable update of one `m×n` weight.
 pub trait Adapter<T: Real>: Send + Sync {

@@ -42,6 +42,8 @@ pub enum AbbaScale {
     OfficialCode { alpha1: f64, alpha2: f64 },
     /// A number chosen by the caller.
     Explicit { scale: f64 },
+    /// PEFT LoHa's α/r, with r the (common) rank of the pairs: how a LoHa file states its scale.
+    Loha { alpha: f64 },
 }
 
 impl Default for AbbaScale {
@@ -60,6 +62,9 @@ impl AbbaScale {
             }
             AbbaScale::OfficialCode { alpha1, alpha2 } => alpha1.sqrt() * alpha2.sqrt(),
             AbbaScale::Explicit { scale } => scale,
+            AbbaScale::Loha { alpha } => {
+                alpha / ranks.iter().copied().max().unwrap_or(1).max(1) as f64
+            }
         }
     }
 
@@ -72,6 +77,7 @@ impl AbbaScale {
             AbbaScale::Paper { .. } => "paper",
             AbbaScale::OfficialCode { .. } => "official-code",
             AbbaScale::Explicit { .. } => "explicit",
+            AbbaScale::Loha { .. } => "loha",
         }
     }
 
@@ -82,6 +88,7 @@ impl AbbaScale {
                 alpha1.is_finite() && alpha2.is_finite() && alpha1 >= 0.0 && alpha2 >= 0.0
             }
             AbbaScale::Explicit { scale } => scale.is_finite(),
+            AbbaScale::Loha { alpha } => alpha.is_finite(),
         };
         if ok {
             Ok(())

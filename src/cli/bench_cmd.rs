@@ -248,7 +248,7 @@ fn run_fit(args: &BenchArgs, threads: usize) -> Result<()> {
 }
 
 fn write_csv(path: &Path, csv: &str) -> Result<()> {
-    abba::study::store::write_atomic(path, csv.as_bytes())?;
+    abba::io::write_atomic(path, csv.as_bytes())?;
     print!("{csv}");
     println!("wrote {}", path.display());
     Ok(())

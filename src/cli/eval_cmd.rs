@@ -15,7 +15,7 @@ use abba::finetune::eval::{evaluate_generation, mean_loss};
 use abba::finetune::job::model_io::{load_model, load_tokenizer};
 use abba::finetune::job::spec::ModelSection;
 use abba::finetune::tokenizer::SpecialIds;
-use abba::study::store::write_atomic;
+use abba::io::write_atomic;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {

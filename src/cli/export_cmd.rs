@@ -41,7 +41,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     println!(
         "wrote {} modules as {} to {}",
         exported.modules.len(),
-        exported.kind.peft_type(),
+        exported.peft_type(),
         args.out.display()
     );
     Ok(())

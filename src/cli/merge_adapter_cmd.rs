@@ -35,7 +35,7 @@ pub fn run(args: MergeAdapterArgs) -> Result<()> {
     println!(
         "merged {} {} modules into {}",
         set.modules.len(),
-        set.kind.peft_type(),
+        set.peft_type(),
         args.out.display()
     );
     Ok(())

@@ -212,5 +212,5 @@ pub fn write_jsonl(path: &Path, examples: &[Example]) -> Result<()> {
         text.push_str(&json);
         text.push('\n');
     }
-    crate::study::store::write_atomic(path, text.as_bytes())
+    crate::io::write_atomic(path, text.as_bytes())
 }

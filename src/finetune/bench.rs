@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor, Var};
 use rand_distr::{Distribution, Normal};
 
 use crate::adapter::ForwardPath;
+use crate::adapter::section::MethodSection;
 use crate::error::{AbbaError, Result};
 use crate::finetune::adapters::config::AdapterSection;
 use crate::finetune::adapters::inject::inject;
@@ -87,13 +88,12 @@ pub fn bench_adapter(method: &str) -> Result<AdapterSection> {
         }
     };
     Ok(AdapterSection {
-        method: method.into(),
-        r,
-        r1,
-        r2,
-        alpha: None,
-        scale: None,
-        init: None,
+        method: MethodSection {
+            r,
+            r1,
+            r2,
+            ..MethodSection::named(method)
+        },
         dropout: 0.0,
         target_modules: None,
     })

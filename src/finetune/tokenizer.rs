@@ -36,9 +36,8 @@ fn first_line(e: impl std::fmt::Display) -> String {
 impl TextTokenizer {
     /// Loads a Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| AbbaError::Io {
-            path: path.display().to_string(),
-            message: format!("{e}: give the path of the model's tokenizer.json"),
+        let bytes = std::fs::read(path).map_err(|e| {
+            AbbaError::io_hint(path, e, "give the path of the model's tokenizer.json")
         })?;
         let tok = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| AbbaError::Format {
             path: path.display().to_string(),

@@ -11,9 +11,11 @@ pub mod weighted_ls;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Abba, Adapter, Full, Hira, Lora, MethodKind};
+use crate::adapter::{Abba, MethodKind};
+
+/// The adapter being fitted: the crate's one enum of adapter instances, under the name the fitters use.
+pub use crate::adapter::AnyAdapter as Fitted;
 use crate::linalg::Real;
-use crate::study::record::CurvePoint;
 
 pub use adam::AdamSpec;
 pub use als::AlsSpec;
@@ -49,36 +51,7 @@ impl SolverSpec {
     }
 }
 
-/// The adapter being fitted, by family (ALS needs to know which).
-#[derive(Clone, Debug)]
-pub enum Fitted<T> {
-    Full(Full<T>),
-    Lora(Lora<T>),
-    Hira(Hira<T>),
-    Abba(Abba<T>),
-    Chain(crate::adapter::AbbaChain<T>),
-}
-
 impl<T: Real> Fitted<T> {
-    pub fn as_adapter(&self) -> &dyn Adapter<T> {
-        match self {
-            Fitted::Full(a) => a,
-            Fitted::Lora(a) => a,
-            Fitted::Hira(a) => a,
-            Fitted::Abba(a) => a,
-            Fitted::Chain(a) => a,
-        }
-    }
-    pub fn as_adapter_mut(&mut self) -> &mut dyn Adapter<T> {
-        match self {
-            Fitted::Full(a) => a,
-            Fitted::Lora(a) => a,
-            Fitted::Hira(a) => a,
-            Fitted::Abba(a) => a,
-            Fitted::Chain(a) => a,
-        }
-    }
-
     /// The normalised objective ‖ΔW − T‖²/‖T‖² and its factor gradients.
     pub fn objective_and_grads(
         &self,
@@ -182,6 +155,15 @@ fn abba_objective_and_grads<T: Real>(
         crate::linalg::gemm(a.b2.t(), gp.view()),
     ];
     (sum / target_norm2, grads)
+}
+
+/// A point of a convergence curve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub step: usize,
+    pub seconds: f64,
+    /// The normalised squared error at this step.
+    pub objective: f64,
 }
 
 /// How a fit ended.

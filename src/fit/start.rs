@@ -8,9 +8,9 @@ use super::Fitted;
 use crate::adapter::init::{
     AbbaInit, InitOptions, KaimingA, LoraInit, gaussian, init_abba, init_hira, init_lora,
 };
-use crate::adapter::scaling::{AbbaScale, LoraScale};
-use crate::adapter::{Abba, AbbaChain, Full, Hira, Lora};
-use crate::budget::MethodConfig;
+use crate::adapter::{
+    Abba, AbbaChain, AbbaSpec, ChainSpec, Full, Hira, HiraSpec, Lora, LoraSpec, Method,
+};
 use crate::error::{AbbaError, Result};
 use crate::linalg::{Real, Svd};
 
@@ -68,15 +68,12 @@ fn need_w0(w0: Option<&Array2<f64>>, what: &str) -> Result<Array2<f64>> {
     })
 }
 
-/// Builds the starting adapter for `config` on a target with SVD `target_svd`.
-#[allow(clippy::too_many_arguments)]
+/// Builds the starting adapter for `config` (sizes and scales) on a target with SVD `target_svd`.
 pub fn initialise<T: Real, R: Rng + ?Sized>(
-    config: &MethodConfig,
+    config: &Method,
     target_svd: &Svd<f64>,
     w0: Option<&Array2<f64>>,
     init: &FitInit,
-    abba_scale: AbbaScale,
-    lora_scale: LoraScale,
     rng: &mut R,
 ) -> Result<Fitted<T>> {
     let (m, n) = (target_svd.u.nrows(), target_svd.vt.ncols());
@@ -85,22 +82,24 @@ pub fn initialise<T: Real, R: Rng + ?Sized>(
         kaiming: KaimingA::Sqrt5,
     };
     Ok(match (config, init) {
-        (MethodConfig::Full, _) => Fitted::Full(Full::zeros(m, n)?),
-        (MethodConfig::Lora { r }, FitInit::TargetSvd { .. }) => {
-            let root = lora_scale.value(*r).sqrt();
+        (Method::Full, _) => Fitted::Full(Full::zeros(m, n)?),
+        (Method::Lora(LoraSpec { r, scale, .. }), FitInit::TargetSvd { .. }) => {
+            let root = scale.value(*r).sqrt();
             let (b, a) = target_svd.components(0, *r).balanced_factors();
-            Fitted::Lora(Lora::new(cast(&(b / root)), cast(&(a / root)), lora_scale)?)
+            Fitted::Lora(Lora::new(cast(&(b / root)), cast(&(a / root)), *scale)?)
         }
-        (MethodConfig::Lora { r }, FitInit::Random { std }) => Fitted::Lora(Lora::new(
-            gaussian(m, *r, *std, rng),
-            gaussian(*r, n, *std, rng),
-            lora_scale,
-        )?),
-        (MethodConfig::Lora { r }, FitInit::Paper) => {
+        (Method::Lora(LoraSpec { r, scale, .. }), FitInit::Random { std }) => {
+            Fitted::Lora(Lora::new(
+                gaussian(m, *r, *std, rng),
+                gaussian(*r, n, *std, rng),
+                *scale,
+            )?)
+        }
+        (Method::Lora(LoraSpec { r, scale, .. }), FitInit::Paper) => {
             let zeros = Array2::<T>::zeros((m, n));
-            Fitted::Lora(init_lora(zeros.view(), *r, lora_scale, standard, rng)?.adapter)
+            Fitted::Lora(init_lora(zeros.view(), *r, *scale, standard, rng)?.adapter)
         }
-        (MethodConfig::Hira { r }, FitInit::Random { std }) => {
+        (Method::Hira(HiraSpec { r, .. }), FitInit::Random { std }) => {
             let w0 = need_w0(w0, "HiRA")?;
             Fitted::Hira(Hira::new(
                 cast(&w0),
@@ -108,11 +107,19 @@ pub fn initialise<T: Real, R: Rng + ?Sized>(
                 gaussian(*r, n, *std, rng),
             )?)
         }
-        (MethodConfig::Hira { r }, _) => {
+        (Method::Hira(HiraSpec { r, .. }), _) => {
             let w0 = cast::<T>(&need_w0(w0, "HiRA")?);
             Fitted::Hira(init_hira(w0.view(), *r, KaimingA::Sqrt5, rng)?)
         }
-        (MethodConfig::Abba { r1, r2 }, FitInit::TargetSvd { noise }) => {
+        (
+            Method::Abba(AbbaSpec {
+                r1,
+                r2,
+                scale: abba_scale,
+                ..
+            }),
+            FitInit::TargetSvd { noise },
+        ) => {
             let root = abba_scale.value(*r1, *r2).sqrt();
             let (b1, a1) = target_svd.components(0, *r1).balanced_factors();
             Fitted::Abba(Abba::new(
@@ -120,27 +127,49 @@ pub fn initialise<T: Real, R: Rng + ?Sized>(
                 cast(&(a1 / root)),
                 near_ones(m, *r2, *r2, *noise, rng),
                 near_ones(*r2, n, *r2, *noise, rng),
-                abba_scale,
+                *abba_scale,
             )?)
         }
-        (MethodConfig::Abba { r1, r2 }, FitInit::Random { std }) => Fitted::Abba(Abba::new(
+        (
+            Method::Abba(AbbaSpec {
+                r1,
+                r2,
+                scale: abba_scale,
+                ..
+            }),
+            FitInit::Random { std },
+        ) => Fitted::Abba(Abba::new(
             gaussian(m, *r1, *std, rng),
             gaussian(*r1, n, *std, rng),
             gaussian(m, *r2, *std, rng),
             gaussian(*r2, n, *std, rng),
-            abba_scale,
+            *abba_scale,
         )?),
-        (MethodConfig::Abba { r1, r2 }, FitInit::Paper) => {
+        (
+            Method::Abba(AbbaSpec {
+                r1,
+                r2,
+                scale: abba_scale,
+                ..
+            }),
+            FitInit::Paper,
+        ) => {
             let w0 = cast::<T>(&need_w0(w0, "ABBA's paper initialisation")?);
             let opts = InitOptions {
                 kaiming: KaimingA::Zero,
                 ..Default::default()
             };
             Fitted::Abba(
-                init_abba(w0.view(), *r1, *r2, abba_scale, AbbaInit::Paper, opts, rng)?.adapter,
+                init_abba(w0.view(), *r1, *r2, *abba_scale, AbbaInit::Paper, opts, rng)?.adapter,
             )
         }
-        (MethodConfig::AbbaChain { ranks }, init) => {
+        (
+            Method::AbbaChain(ChainSpec {
+                ranks,
+                scale: abba_scale,
+            }),
+            init,
+        ) => {
             let mut pairs = Vec::with_capacity(ranks.len());
             for (i, &r) in ranks.iter().enumerate() {
                 pairs.push(match init {
@@ -164,7 +193,7 @@ pub fn initialise<T: Real, R: Rng + ?Sized>(
                     }
                 });
             }
-            Fitted::Chain(AbbaChain::new(pairs, abba_scale)?)
+            Fitted::Chain(AbbaChain::new(pairs, *abba_scale)?)
         }
     })
 }

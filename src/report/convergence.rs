@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::atomic::write_atomically;
 use super::fonts::{self, FAMILY};
+use super::render_atomically;
 use super::style::{
     AXIS_DESC_PX, CAPTION_PX, COLORS, TICK_PX, TITLE_PX, draw_legend, legend_position, legend_size,
     log_bounds, trace,
@@ -55,7 +55,7 @@ pub fn plot_convergence(
     ) else {
         bail!("{title}: no curve has a finite objective to plot");
     };
-    write_atomically(out_png, |tmp| {
+    render_atomically(out_png, |tmp| {
         render(
             BitMapBackend::new(tmp, SIZE).into_drawing_area(),
             title,

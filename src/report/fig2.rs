@@ -9,9 +9,9 @@ use anyhow::{Result, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::atomic::write_atomically;
 use super::fonts::{self, FAMILY};
 use super::paper::{PaperPoint, fig2_paper_values};
+use super::render_atomically;
 use super::style::{
     AXIS_DESC_PX, CAPTION_PX, COLORS, TICK_PX, TITLE_PX, draw_legend, legend_position, legend_size,
     thousands, trace,
@@ -72,7 +72,7 @@ pub fn plot_fig2(records: &[RunRecord], out_png: &Path, out_svg: Option<&Path>) 
         .map(|(i, name)| (name, COLORS[i % COLORS.len()]))
         .collect();
 
-    write_atomically(out_png, |tmp| {
+    render_atomically(out_png, |tmp| {
         render(
             BitMapBackend::new(tmp, SIZE).into_drawing_area(),
             &panels,
@@ -80,7 +80,7 @@ pub fn plot_fig2(records: &[RunRecord], out_png: &Path, out_svg: Option<&Path>) 
         )
     })?;
     if let Some(svg) = out_svg {
-        write_atomically(svg, |tmp| {
+        render_atomically(svg, |tmp| {
             render(
                 SVGBackend::new(tmp, SIZE).into_drawing_area(),
                 &panels,

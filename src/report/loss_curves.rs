@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use plotters::prelude::*;
 
-use super::atomic::write_atomically;
 use super::fonts::{self, FAMILY};
+use super::render_atomically;
 use super::style::{COLORS, log_tick};
 
 const SIZE: (u32, u32) = (1100, 650);
@@ -66,7 +66,7 @@ pub fn plot_losses(
         .max()
         .unwrap_or(1)
         .max(2);
-    write_atomically(out, |tmp| {
+    render_atomically(out, |tmp| {
         let root = BitMapBackend::new(tmp, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 
 use super::summary::{panel_of, render};
 use super::{plot_convergence, plot_fig2, plot_spectra};
+use crate::io::write_atomic;
 use crate::study::record::{RunRecord, Status};
-use crate::study::store::{read_curve, read_records, read_spectrum, write_atomic};
+use crate::study::store::{read_curve, read_records, read_spectrum};
 
 fn file_safe(name: &str) -> String {
     name.chars()

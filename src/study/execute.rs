@@ -9,7 +9,7 @@ use ndarray::Array2;
 use super::grid::RunConfig;
 use super::record::{CurvePoint, RunRecord, SpectrumPoint, Status};
 use super::spec::Dtype;
-use crate::budget::MethodConfig;
+use crate::adapter::Method;
 use crate::error::{AbbaError, Result};
 use crate::fit::{FitOutcome, Fitted, SolverSpec, Stop, adam, als, oracle, start};
 use crate::linalg::{Real, Svd, frob2, svd_thin};
@@ -93,22 +93,13 @@ fn fit<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<(Array2<f64>, FitOu
             },
         )
     };
-    let start = |rng: &mut _| {
-        start::initialise::<T, _>(
-            &c.method,
-            &p.svd,
-            p.w0.as_ref(),
-            &c.init,
-            c.abba_scale,
-            c.lora_scale,
-            rng,
-        )
-    };
+    let start =
+        |rng: &mut _| start::initialise::<T, _>(&c.method, &p.svd, p.w0.as_ref(), &c.init, rng);
     let (fitted, outcome) = match (&c.solver, &c.method) {
-        (SolverSpec::Svd, MethodConfig::Lora { r }) => {
-            return Ok(exact(oracle::lora_from_svd(&p.svd, *r)?));
+        (SolverSpec::Svd, Method::Lora(l)) => {
+            return Ok(exact(oracle::lora_from_svd(&p.svd, l.r)?));
         }
-        (SolverSpec::Svd, MethodConfig::Full) => return Ok(exact(oracle::full(&p.t)?)),
+        (SolverSpec::Svd, Method::Full) => return Ok(exact(oracle::full(&p.t)?)),
         (SolverSpec::Svd, m) => {
             return Err(AbbaError::InvalidArgument(format!(
                 "the svd solver has no closed form for {}",
@@ -213,23 +204,16 @@ fn fill_metrics(r: &mut RunRecord, m: &FitMetrics) {
 }
 
 fn blank_record(study: &str, c: &RunConfig) -> RunRecord {
-    let (r1, r2) = match &c.method {
-        MethodConfig::Full => (0, 0),
-        MethodConfig::Lora { r } | MethodConfig::Hira { r } => (*r, 0),
-        MethodConfig::Abba { r1, r2 } => (*r1, *r2),
-        MethodConfig::AbbaChain { ranks } => (ranks[0], ranks.get(1).copied().unwrap_or(0)),
-    };
+    let ranks = c.method.ranks();
+    let (r1, r2) = (
+        ranks.first().copied().unwrap_or(0),
+        ranks.get(1).copied().unwrap_or(0),
+    );
     let (scale_convention, scale) = match &c.method {
-        MethodConfig::Abba { r1, r2 } => (
-            c.abba_scale.name().to_string(),
-            c.abba_scale.value(*r1, *r2),
-        ),
-        MethodConfig::AbbaChain { ranks } => (
-            c.abba_scale.name().to_string(),
-            c.abba_scale.value_for(ranks),
-        ),
-        MethodConfig::Lora { r } => (c.lora_scale.name().to_string(), c.lora_scale.value(*r)),
-        _ => (String::new(), 1.0),
+        Method::Abba(s) => (s.scale.name().to_string(), s.scale.value(s.r1, s.r2)),
+        Method::AbbaChain(s) => (s.scale.name().to_string(), s.scale.value_for(&s.ranks)),
+        Method::Lora(s) => (s.scale.name().to_string(), s.scale.value(s.r)),
+        Method::Full | Method::Hira(_) => (String::new(), 1.0),
     };
     RunRecord {
         run_id: c.id(),
@@ -237,7 +221,7 @@ fn blank_record(study: &str, c: &RunConfig) -> RunRecord {
         target: c.target.name(),
         rows: c.rows,
         cols: c.cols,
-        method: c.method.kind().name().to_string(),
+        method: c.method.name().to_string(),
         rule: c.rule.clone().unwrap_or_default(),
         budget_rank: c.budget_rank,
         r1,

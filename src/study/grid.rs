@@ -1,24 +1,26 @@
 //! Expanding a study into fully resolved run configurations, each identified by a hash of itself.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::spec::{Dtype, StudySpec};
-use crate::adapter::MethodKind;
 use crate::adapter::scaling::{AbbaScale, LoraScale};
-use crate::budget::{Budget, MethodConfig, lora_rank_for, matched};
+use crate::adapter::{ChainSpec, Method, MethodKind};
+use crate::budget::{Budget, lora_rank_for, sized};
 use crate::error::Result;
 use crate::fit::SolverSpec;
 use crate::fit::start::FitInit;
 use crate::target::TargetSpec;
 
 /// Everything that determines a run's numbers. Its JSON is hashed into the run id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunConfig {
     pub target: TargetSpec,
     pub rows: usize,
     pub cols: usize,
     pub w0: Option<TargetSpec>,
-    pub method: MethodConfig,
+    /// The method, sized; its scale is recorded in `abba_scale` / `lora_scale`, as it always was.
+    #[serde(serialize_with = "sizes_only")]
+    pub method: Method,
     /// The ABBA rule that produced `method`, if any.
     pub rule: Option<String>,
     pub budget_rank: usize,
@@ -28,6 +30,10 @@ pub struct RunConfig {
     pub dtype: Dtype,
     pub abba_scale: AbbaScale,
     pub lora_scale: LoraScale,
+}
+
+fn sizes_only<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
+    m.sizes_json().serialize(s)
 }
 
 impl RunConfig {
@@ -54,6 +60,7 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
         spec.params.iter().map(|&p| Budget::Params(p)).collect()
     };
     let rules = spec.rules()?;
+    let templates = spec.templates()?;
     let mut runs = Vec::new();
     for target in &spec.targets {
         // Loaded targets bring their own shape; budgets are resolved against it.
@@ -63,9 +70,10 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
             (spec.rows, spec.cols)
         };
         for &seed in &spec.seeds {
-            let mut push = |method: MethodConfig, rule: Option<String>, budget_rank: usize| {
+            let mut push = |method: Method, rule: Option<String>, budget_rank: usize| {
+                let kind = method.kind();
+                let (abba_scale, lora_scale) = recorded_scales(&method, spec);
                 for entry in &spec.solvers {
-                    let kind = method.kind();
                     let allowed = entry.methods.as_ref().is_none_or(|m| m.contains(&kind));
                     if allowed && entry.solver.supports(kind) {
                         runs.push(RunConfig {
@@ -80,36 +88,55 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
                             init: spec.init.clone(),
                             seed,
                             dtype: spec.dtype,
-                            abba_scale: spec.abba_scale,
-                            lora_scale: spec.lora_scale,
+                            abba_scale,
+                            lora_scale,
                         });
                     }
                 }
             };
             for &budget in &budgets {
                 let r = lora_rank_for(budget, shape)?;
-                for &kind in &spec.methods {
-                    match kind {
+                for template in &templates {
+                    match template.kind() {
                         MethodKind::Abba => {
                             for rule in &rules {
-                                push(matched(kind, budget, *rule, shape)?, Some(rule.name()), r);
+                                push(sized(template, budget, *rule, shape)?, Some(rule.name()), r);
                             }
                         }
+                        // Chains have no equal-budget split: they come from `chains` (or their own ranks).
                         MethodKind::AbbaChain => {}
-                        _ => push(matched(kind, budget, rules[0], shape)?, None, r),
+                        _ => push(sized(template, budget, rules[0], shape)?, None, r),
                     }
                 }
             }
-            for ranks in &spec.chains {
-                let method = MethodConfig::AbbaChain {
+            let chains = spec.chains.iter().map(|ranks| {
+                Method::AbbaChain(ChainSpec {
                     ranks: ranks.clone(),
-                };
+                    scale: spec.abba_scale,
+                })
+            });
+            let listed = templates
+                .iter()
+                .filter(|t| matches!(t, Method::AbbaChain(c) if !c.ranks.is_empty()))
+                .cloned();
+            for method in chains.chain(listed) {
                 method.validate(shape)?;
-                push(method, None, ranks.iter().sum());
+                let budget_rank = method.ranks().iter().sum();
+                push(method, None, budget_rank);
             }
         }
     }
     Ok(runs)
+}
+
+/// The scales a run records: its method's own, and the study's for the family it does not belong to.
+fn recorded_scales(method: &Method, spec: &StudySpec) -> (AbbaScale, LoraScale) {
+    match method {
+        Method::Abba(s) => (s.scale, spec.lora_scale),
+        Method::AbbaChain(s) => (s.scale, spec.lora_scale),
+        Method::Lora(s) => (spec.abba_scale, s.scale),
+        Method::Full | Method::Hira(_) => (spec.abba_scale, spec.lora_scale),
+    }
 }
 
 /// Shard `k` of `n` (0-based): every n-th run starting at k, so shards stay balanced across the grid.

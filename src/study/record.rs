@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::fit::CurvePoint;
+
 /// The outcome of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,15 +68,6 @@ pub struct RunRecord {
 impl RunRecord {
     /// Columns whose values depend on the machine and its load rather than on the configuration and seed.
     pub const NONDETERMINISTIC_COLUMNS: [&'static str; 2] = ["wall_s", "peak_rss_mb"];
-}
-
-/// A point of a convergence curve.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CurvePoint {
-    pub step: usize,
-    pub seconds: f64,
-    /// The normalised squared error at this step.
-    pub objective: f64,
 }
 
 /// Singular values of the target and of the fit, index by index.

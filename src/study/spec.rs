@@ -5,8 +5,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::MethodKind;
 use crate::adapter::scaling::{AbbaScale, LoraScale};
+use crate::adapter::section::{Defaults, MethodEntry};
+use crate::adapter::{Method, MethodKind};
 use crate::budget::AbbaRankRule;
 use crate::error::{AbbaError, Result};
 use crate::fit::SolverSpec;
@@ -56,7 +57,9 @@ pub struct StudySpec {
     pub rows: usize,
     pub cols: usize,
     pub targets: Vec<TargetSpec>,
-    pub methods: Vec<MethodKind>,
+    /// Method names (`"lora"`, `"abba"`, …) or tables spelled as a fine-tuning `[adapter]` without sizes
+    /// (`{ method = "abba", scale = "paper", alpha = 16 }`); the budget sizes them.
+    pub methods: Vec<MethodEntry>,
     /// Budgets as LoRA ranks r (r·(m+n) parameters) …
     #[serde(default)]
     pub ranks: Vec<usize>,
@@ -105,17 +108,27 @@ fn default_lora_scale() -> LoraScale {
 impl StudySpec {
     /// Parses TOML; errors carry the line and column.
     pub fn from_toml(text: &str, origin: &str) -> Result<StudySpec> {
-        let spec: StudySpec = parse_toml(text, origin, "study TOML")?;
+        let spec: StudySpec = crate::io::parse_toml(text, origin, "study TOML")?;
         spec.validate()?;
         Ok(spec)
     }
 
     pub fn load(path: &Path) -> Result<StudySpec> {
-        let text = std::fs::read_to_string(path).map_err(|e| AbbaError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text = crate::io::read_to_string(path)?;
         Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The listed methods, unsized, with hyper-parameters an entry leaves out taken from `lora_scale` and
+    /// `abba_scale`.
+    pub fn templates(&self) -> Result<Vec<Method>> {
+        let defaults = Defaults {
+            lora_scale: Some(self.lora_scale),
+            abba_scale: Some(self.abba_scale),
+        };
+        self.methods
+            .iter()
+            .map(|e| e.section().template(defaults))
+            .collect()
     }
 
     pub fn rules(&self) -> Result<Vec<AbbaRankRule>> {
@@ -142,46 +155,13 @@ impl StudySpec {
             return bad("`seeds` is empty: give at least one seed".into());
         }
         self.rules()?;
-        let needs_w0 = self.methods.contains(&MethodKind::Hira)
+        let kinds: Vec<MethodKind> = self.templates()?.iter().map(Method::kind).collect();
+        let needs_w0 = kinds.contains(&MethodKind::Hira)
             || self.targets.iter().any(TargetSpec::needs_w0)
-            || (self.init == FitInit::Paper && self.methods.contains(&MethodKind::Abba));
+            || (self.init == FitInit::Paper && kinds.contains(&MethodKind::Abba));
         if needs_w0 && self.w0.is_none() {
             return bad("HiRA, hira-structured targets and the paper init need a W0: add `w0 = { kind = \"gaussian\" }`".into());
         }
         Ok(())
     }
-}
-
-/// Deserialises TOML text; an error names `origin:line:col` and the problem on one line.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(
-    text: &str,
-    origin: &str,
-    format: &'static str,
-) -> Result<T> {
-    toml::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                (
-                    before.lines().count().max(1),
-                    before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
-                )
-            })
-            .unwrap_or((0, 0));
-        AbbaError::Format {
-            path: format!("{origin}:{line}:{col}"),
-            format,
-            message: e.message().replace('\n', " "),
-        }
-    })
-}
-
-/// Reads and parses a TOML file (see [`parse_toml`]).
-pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path, format: &'static str) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| AbbaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    parse_toml(&text, &path.display().to_string(), format)
 }

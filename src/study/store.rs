@@ -3,45 +3,14 @@
 //! off. Per-run curve and spectrum files are written to a temporary name and renamed into place.
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::record::{CurvePoint, RunRecord, SpectrumPoint};
 use crate::error::{AbbaError, Result};
-
-fn io_err(path: &Path, e: std::io::Error) -> AbbaError {
-    AbbaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| io_err(path, e))
-}
+use crate::io::write_atomic;
 
 fn to_csv<S: Serialize>(rows: &[S], header: bool) -> Vec<u8> {
     let mut w = csv::WriterBuilder::new()
@@ -104,7 +73,7 @@ pub fn read_records(path: &Path) -> Result<Vec<RunRecord>> {
     let text = match fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(path, e)),
+        Err(e) => return Err(AbbaError::io(path, e)),
     };
     // A torn last line (no newline) is an interrupted append: not a record.
     let complete = match text.rfind('\n') {
@@ -153,7 +122,7 @@ pub struct ResultsStore {
 impl ResultsStore {
     /// Opens (creating if needed) `dir/<file_name>`, cutting off a torn last line. Returns the finished records.
     pub fn open(dir: &Path, file_name: &str) -> Result<(ResultsStore, Vec<RunRecord>)> {
-        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| AbbaError::io(dir, e))?;
         let csv = dir.join(file_name);
         let store = ResultsStore {
             csv: csv.clone(),
@@ -161,18 +130,10 @@ impl ResultsStore {
         };
         match fs::read(&csv) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomic(&csv, &header())?,
-            Err(e) => return Err(io_err(&csv, e)),
+            Err(e) => return Err(AbbaError::io(&csv, e)),
             Ok(bytes) if bytes.is_empty() => write_atomic(&csv, &header())?,
             Ok(bytes) if !bytes.ends_with(b"\n") => {
-                let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&csv)
-                    .map_err(|e| io_err(&csv, e))?;
-                f.set_len(keep as u64)
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| io_err(&csv, e))?;
-                if keep == 0 {
+                if crate::io::truncate_to_last_line(&csv, &bytes)? == 0 {
                     write_atomic(&csv, &header())?;
                 }
             }
@@ -184,14 +145,7 @@ impl ResultsStore {
 
     /// Appends one record as a single write, then syncs it to disk.
     pub fn append(&self, record: &RunRecord) -> Result<()> {
-        let row = to_csv(std::slice::from_ref(record), false);
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(&self.csv)
-            .map_err(|e| io_err(&self.csv, e))?;
-        f.write_all(&row)
-            .and_then(|_| f.sync_data())
-            .map_err(|e| io_err(&self.csv, e))
+        crate::io::append(&self.csv, &to_csv(std::slice::from_ref(record), false))
     }
 
     /// Drops the rows of `ids` (for `--force`), rewriting the file atomically.

@@ -9,10 +9,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::error::{AbbaError, Result};
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| AbbaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    std::fs::read(path).map_err(|e| AbbaError::io(path, e))
 }
 
 fn format_err(path: &Path, format: &'static str, message: impl Into<String>) -> AbbaError {
@@ -108,10 +105,7 @@ pub fn load_safetensors(path: &Path, name: &str) -> Result<Array2<f64>> {
 /// A PNG or JPEG as a grey-scale matrix in [0, 1] (rows = image rows).
 pub fn load_image(path: &Path) -> Result<Array2<f64>> {
     let img = image::open(path).map_err(|e| match e {
-        image::ImageError::IoError(io) => AbbaError::Io {
-            path: path.display().to_string(),
-            message: io.to_string(),
-        },
+        image::ImageError::IoError(io) => AbbaError::io(path, io),
         other => format_err(path, "image (PNG/JPEG)", other.to_string()),
     })?;
     let grey = img.to_luma8();

@@ -4,10 +4,11 @@
 
 use candle_core::{DType, Device, Var};
 
-use super::peft::{AdapterKind, AdapterSet};
-use crate::adapter::Abba;
+use super::peft::AdapterSet;
 use crate::adapter::convert::truncated_lora;
-use crate::adapter::scaling::AbbaScale;
+use crate::adapter::init::AbbaInit;
+use crate::adapter::scaling::{AbbaScale, LoraScale};
+use crate::adapter::{Abba, AbbaSpec, KeyStyle, LoraSpec, Method};
 use crate::error::{AbbaError, Result};
 use crate::finetune::bridge::{from_array, to_array};
 use crate::finetune::layers::AdapterWeights;
@@ -22,13 +23,15 @@ pub enum LoraRank {
 }
 
 fn abba_of(w: &AdapterWeights) -> Result<Abba<f64>> {
-    match w {
-        AdapterWeights::Abba { a1, b1, a2, b2, scale } => Abba::new(
-            to_array(b1.as_tensor())?,
-            to_array(a1.as_tensor())?,
-            to_array(b2.as_tensor())?,
-            to_array(a2.as_tensor())?,
-            AbbaScale::Explicit { scale: *scale },
+    match &w.method {
+        Method::Abba(spec) => Abba::new(
+            to_array(w.var("B1")?.as_tensor())?,
+            to_array(w.var("A1")?.as_tensor())?,
+            to_array(w.var("B2")?.as_tensor())?,
+            to_array(w.var("A2")?.as_tensor())?,
+            AbbaScale::Explicit {
+                scale: spec.scale.value(spec.r1, spec.r2),
+            },
         ),
         _ => Err(AbbaError::InvalidArgument(
             "export takes an ABBA (or LoHa) adapter; LoRA and HiRA adapters are already in PEFT's format".into(),
@@ -40,28 +43,39 @@ fn var(a: &ndarray::Array2<f64>) -> Result<Var> {
     Ok(Var::from_tensor(&from_array(a, DType::F32, &Device::Cpu)?)?)
 }
 
+/// Variables for `method` on an m×n layer from the ndarray adapter's factors, in factor-table order.
+fn weights(method: Method, factors: &[&ndarray::Array2<f64>]) -> Result<AdapterWeights> {
+    let shape = (factors[0].nrows(), factors[1].ncols());
+    let vars = method
+        .factors(shape)
+        .iter()
+        .map(|f| var(factors[f.position]))
+        .collect::<Result<Vec<_>>>()?;
+    AdapterWeights::new(method, vars, shape)
+}
+
 /// The exact PEFT LoHa of an ABBA adapter set.
 pub fn to_loha(set: &AdapterSet) -> Result<AdapterSet> {
     let mut modules = Vec::new();
-    let mut rank_alpha = None;
     for (path, w) in &set.modules {
         let loha = abba_of(w)?.to_loha();
-        rank_alpha.get_or_insert((loha.r, loha.alpha));
-        modules.push((
-            path.clone(),
-            AdapterWeights::Abba {
-                a1: var(&loha.w1b)?,
-                b1: var(&loha.w1a)?,
-                a2: var(&loha.w2b)?,
-                b2: var(&loha.w2a)?,
-                scale: loha.alpha / loha.r as f64,
-            },
+        let method = Method::Abba(AbbaSpec {
+            r1: loha.r,
+            r2: loha.r,
+            scale: AbbaScale::Loha { alpha: loha.alpha },
+            init: AbbaInit::Paper,
+        });
+        // The ndarray ABBA holds B1, A1, B2, A2: LoHa's w1a, w1b, w2a, w2b.
+        let w = weights(method, &[&loha.w1a, &loha.w1b, &loha.w2a, &loha.w2b])?;
+        modules.push((path.clone(), w));
+    }
+    if modules.is_empty() {
+        return Err(AbbaError::InvalidArgument(
+            "the adapter has no modules".into(),
         ));
     }
-    let (r, alpha) = rank_alpha
-        .ok_or_else(|| AbbaError::InvalidArgument("the adapter has no modules".into()))?;
     Ok(AdapterSet {
-        kind: AdapterKind::Loha { r, alpha },
+        style: KeyStyle::Loha,
         modules,
         ..set.clone()
     })
@@ -71,30 +85,23 @@ pub fn to_loha(set: &AdapterSet) -> Result<AdapterSet> {
 /// PEFT's α/r is 1.
 pub fn to_lora(set: &AdapterSet, rank: LoraRank) -> Result<AdapterSet> {
     let mut modules = Vec::new();
-    let mut r_out = 0;
     for (path, w) in &set.modules {
         let abba = abba_of(w)?;
         let lora = match rank {
             LoraRank::Exact => abba.to_lora_exact()?,
             LoraRank::Truncated(k) => truncated_lora(&crate::adapter::Adapter::delta(&abba), k)?,
         };
-        r_out = lora.rank();
-        let scale = lora.scale;
-        modules.push((
-            path.clone(),
-            AdapterWeights::Lora {
-                a: var(&lora.a)?,
-                b: var(&(lora.b * scale))?,
-                scale: 1.0,
-            },
-        ));
+        let r = lora.rank();
+        let method = Method::Lora(LoraSpec {
+            r,
+            scale: LoraScale::Standard { alpha: r as f64 },
+            ..LoraSpec::default()
+        });
+        let b = &lora.b * lora.scale;
+        modules.push((path.clone(), weights(method, &[&b, &lora.a])?));
     }
     Ok(AdapterSet {
-        kind: AdapterKind::Lora {
-            r: r_out,
-            alpha: r_out as f64,
-            rslora: false,
-        },
+        style: KeyStyle::Native,
         modules,
         ..set.clone()
     })

@@ -5,8 +5,8 @@ use std::fmt;
 
 use candle_core::{Tensor, Var};
 
-use super::config::{AdapterConfig, MethodSpec};
-use crate::adapter::init::{InitOptions, init_abba, init_hira, init_lora};
+use super::config::AdapterConfig;
+use crate::adapter::Method;
 use crate::error::{AbbaError, Result};
 use crate::finetune::bridge::{from_array, to_array};
 use crate::finetune::layers::AdapterWeights;
@@ -40,7 +40,7 @@ pub fn inject(
     cfg: &AdapterConfig,
     seed: u64,
 ) -> Result<(Vec<(String, Var)>, ParamCount)> {
-    if cfg.method == MethodSpec::Full {
+    if cfg.method == Method::Full {
         let vars = model.make_base_trainable()?;
         let n = model.num_base_params();
         return Ok((
@@ -71,75 +71,42 @@ pub fn inject(
     ))
 }
 
-/// A freshly initialised adapter for a layer with frozen weight `weight` (out × in), on its device and dtype.
+/// A freshly initialised adapter for a layer with frozen weight `weight` (out × in), on its device and dtype:
+/// the method's initialisation ([`Method::init`]) on ndarray, copied into variables in factor-table order.
 /// `Full` has no adapter and is an error here.
 pub fn initial_adapter(
     weight: &Tensor,
-    method: &MethodSpec,
+    method: &Method,
     rng: &mut SeededRng,
 ) -> Result<AdapterWeights> {
+    if *method == Method::Full {
+        return Err(AbbaError::InvalidArgument(
+            "full fine-tuning trains the base weights and has no adapter".into(),
+        ));
+    }
     let (dtype, device) = (weight.dtype(), weight.device().clone());
     let w0 = to_array(weight)?;
-    let var = |a: &ndarray::Array2<f64>| -> Result<Var> {
-        Ok(Var::from_tensor(&from_array(a, dtype, &device)?)?)
-    };
-    Ok(match method {
-        MethodSpec::Lora { r, scale, init } => {
-            let init = init_lora(w0.view(), *r, *scale, *init, rng)?;
-            reject_residual(init.residual_base.is_some(), "this LoRA init")?;
-            AdapterWeights::Lora {
-                a: var(&init.adapter.a)?,
-                b: var(&init.adapter.b)?,
-                scale: scale.value(*r),
-            }
-        }
-        MethodSpec::Hira { r, kaiming } => {
-            let h = init_hira(w0.view(), *r, *kaiming, rng)?;
-            AdapterWeights::Hira {
-                a: var(&h.a)?,
-                b: var(&h.b)?,
-            }
-        }
-        MethodSpec::Abba {
-            r1,
-            r2,
-            scale,
-            init,
-        } => {
-            scale.validate()?;
-            let init = init_abba(
-                w0.view(),
-                *r1,
-                *r2,
-                *scale,
-                *init,
-                InitOptions::default(),
-                rng,
-            )?;
-            reject_residual(init.residual_base.is_some(), "this ABBA init")?;
-            let ab = &init.adapter;
-            AdapterWeights::Abba {
-                a1: var(&ab.a1)?,
-                b1: var(&ab.b1)?,
-                a2: var(&ab.a2)?,
-                b2: var(&ab.b2)?,
-                scale: ab.scale,
-            }
-        }
-        MethodSpec::Full => {
-            return Err(AbbaError::InvalidArgument(
-                "full fine-tuning trains the base weights and has no adapter".into(),
-            ));
-        }
-    })
+    let init = method.init::<f64, _>(w0.view(), rng)?;
+    reject_residual(init.residual_base.is_some(), method)?;
+    let adapter = init.adapter.as_adapter();
+    let factors = adapter.factors();
+    let vars = method
+        .factors(w0.dim())
+        .iter()
+        .map(|f| {
+            let values = factors[f.position].to_owned();
+            Ok(Var::from_tensor(&from_array(&values, dtype, &device)?)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    AdapterWeights::new(method.clone(), vars, w0.dim())
 }
 
 /// Inits with ΔW₀ ≠ 0 (PiSSA, most Table 3 variants) would change the frozen base, and an adapter file alone could
 /// no longer reproduce the model; they stay in the matrix studies, where the residual is explicit.
-fn reject_residual(has_residual: bool, what: &str) -> Result<()> {
+fn reject_residual(has_residual: bool, method: &Method) -> Result<()> {
     if has_residual {
         return Err(AbbaError::Unsupported {
-            what: format!("{what} in fine-tuning"),
+            what: format!("this {} init in fine-tuning", method.name()),
             message: "it changes the base weights (ΔW₀ ≠ 0); use LoRA init kaiming/gaussian or ABBA init paper/svd-second"
                 .into(),
         });

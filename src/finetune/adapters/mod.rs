@@ -5,5 +5,5 @@ pub mod export;
 pub mod inject;
 pub mod peft;
 
-pub use config::{AdapterConfig, MethodSpec};
+pub use config::{AdapterConfig, AdapterSection};
 pub use inject::{ParamCount, inject};

@@ -1,6 +1,9 @@
 //! Adapter files in Hugging Face PEFT's layout: a directory with `adapter_config.json` and
 //! `adapter_model.safetensors`, tensor keys `base_model.model.<module path>.<parameter>`.
 //!
+//! Which tensors a method has, their keys and shapes, and its config fields come from [`Method`] (its factor
+//! table and `peft_config`); this file only reads and writes directories.
+//!
 //! | kind  | `peft_type` | parameters (shapes for an m×n layer)                                     | ΔW                      |
 //! |-------|-------------|---------------------------------------------------------------------------|-------------------------|
 //! | LoRA  | `LORA`      | `lora_A.weight` r×n, `lora_B.weight` m×r                                  | (α/r or α/√r)·B·A       |
@@ -17,226 +20,21 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use serde_json::{Value, json};
 
+use crate::adapter::{KeyStyle, Method};
 use crate::error::{AbbaError, Result};
 use crate::finetune::layers::AdapterWeights;
 use crate::finetune::model::{Llama, TargetModule};
+use crate::io::write_dir_atomic;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 const PREFIX: &str = "base_model.model.";
 
-/// What an adapter directory holds, independent of any model.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AdapterKind {
-    Lora {
-        r: usize,
-        alpha: f64,
-        rslora: bool,
-    },
-    Hira {
-        r: usize,
-    },
-    Loha {
-        r: usize,
-        alpha: f64,
-    },
-    Abba {
-        r1: usize,
-        r2: usize,
-        scale: f64,
-        convention: String,
-    },
-}
-
-impl AdapterKind {
-    pub fn peft_type(&self) -> &'static str {
-        match self {
-            AdapterKind::Lora { .. } => "LORA",
-            AdapterKind::Hira { .. } => "HIRA",
-            AdapterKind::Loha { .. } => "LOHA",
-            AdapterKind::Abba { .. } => "ABBA",
-        }
-    }
-
-    /// (saved parameter suffix, index into [`AdapterWeights::vars`]) pairs, in file order.
-    fn keys(&self) -> &'static [(&'static str, usize)] {
-        match self {
-            AdapterKind::Lora { .. } => &[("lora_A.weight", 0), ("lora_B.weight", 1)],
-            AdapterKind::Hira { .. } => &[("hira_A", 0), ("hira_B", 1)],
-            // LoHa's w1a/w2a are the B (m×r) factors and w1b/w2b the A (r×n) factors.
-            AdapterKind::Loha { .. } => &[
-                ("hada_w1_a", 1),
-                ("hada_w1_b", 0),
-                ("hada_w2_a", 3),
-                ("hada_w2_b", 2),
-            ],
-            AdapterKind::Abba { .. } => &[
-                ("abba_A1", 0),
-                ("abba_B1", 1),
-                ("abba_A2", 2),
-                ("abba_B2", 3),
-            ],
-        }
-    }
-
-    /// Shapes of the vars in [`AdapterWeights::vars`] order for an m×n layer.
-    fn var_shapes(&self, m: usize, n: usize) -> Vec<(usize, usize)> {
-        match *self {
-            AdapterKind::Lora { r, .. } | AdapterKind::Hira { r } => vec![(r, n), (m, r)],
-            AdapterKind::Loha { r, .. } => vec![(r, n), (m, r), (r, n), (m, r)],
-            AdapterKind::Abba { r1, r2, .. } => vec![(r1, n), (m, r1), (r2, n), (m, r2)],
-        }
-    }
-
-    fn weights(&self, mut vars: Vec<Var>) -> AdapterWeights {
-        let mut take = || vars.remove(0);
-        match *self {
-            AdapterKind::Lora { r, alpha, rslora } => AdapterWeights::Lora {
-                a: take(),
-                b: take(),
-                scale: if rslora {
-                    alpha / (r as f64).sqrt()
-                } else {
-                    alpha / r as f64
-                },
-            },
-            AdapterKind::Hira { .. } => AdapterWeights::Hira {
-                a: take(),
-                b: take(),
-            },
-            AdapterKind::Loha { r, alpha } => AdapterWeights::Abba {
-                a1: take(),
-                b1: take(),
-                a2: take(),
-                b2: take(),
-                scale: alpha / r as f64,
-            },
-            AdapterKind::Abba { scale, .. } => AdapterWeights::Abba {
-                a1: take(),
-                b1: take(),
-                a2: take(),
-                b2: take(),
-                scale,
-            },
-        }
-    }
-
-    fn config_json(&self, targets: &[TargetModule], dropout: f32, base_model: &str) -> Value {
-        let targets: Vec<&str> = targets.iter().map(|t| t.proj_name()).collect();
-        let mut cfg = json!({
-            "peft_type": self.peft_type(),
-            "task_type": "CAUSAL_LM",
-            "target_modules": targets,
-            "base_model_name_or_path": base_model,
-            "inference_mode": true,
-            "modules_to_save": null,
-            "layers_to_transform": null,
-            "revision": null,
-        });
-        let extra = match self {
-            AdapterKind::Lora { r, alpha, rslora } => json!({
-                "r": r, "lora_alpha": alpha, "use_rslora": rslora, "lora_dropout": dropout,
-                "bias": "none", "fan_in_fan_out": false, "init_lora_weights": true,
-            }),
-            AdapterKind::Hira { r } => json!({
-                "r": r, "hira_dropout": dropout, "fan_in_fan_out": false, "init_weights": true,
-            }),
-            AdapterKind::Loha { r, alpha } => json!({
-                "r": r, "alpha": alpha, "rank_dropout": 0.0, "module_dropout": 0.0,
-                "use_effective_conv2d": false, "init_weights": true,
-            }),
-            AdapterKind::Abba {
-                r1,
-                r2,
-                scale,
-                convention,
-            } => json!({
-                "format_version": 1, "r1": r1, "r2": r2, "scale": scale, "scale_convention": convention,
-                "dropout": dropout,
-            }),
-        };
-        if let (Some(obj), Value::Object(more)) = (cfg.as_object_mut(), extra) {
-            obj.extend(more);
-        }
-        cfg
-    }
-
-    fn from_config(cfg: &Value, path: &Path) -> Result<Self> {
-        let bad = |message: String| AbbaError::Format {
-            path: path.display().to_string(),
-            format: "adapter_config.json",
-            message,
-        };
-        let uint = |k: &str| -> Result<usize> {
-            cfg.get(k)
-                .and_then(Value::as_u64)
-                .filter(|&r| r > 0)
-                .map(|r| r as usize)
-                .ok_or_else(|| bad(format!("field '{k}' must be a positive integer")))
-        };
-        let float = |k: &str| -> Result<f64> {
-            cfg.get(k)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| bad(format!("field '{k}' must be a number")))
-        };
-        let peft_type = cfg.get("peft_type").and_then(Value::as_str).unwrap_or("");
-        match peft_type {
-            "LORA" => {
-                for unsupported in ["use_dora", "fan_in_fan_out"] {
-                    if cfg.get(unsupported).and_then(Value::as_bool) == Some(true) {
-                        return Err(AbbaError::Unsupported {
-                            what: format!("adapter_config.json field {unsupported}"),
-                            message: "true: only plain LoRA and rsLoRA load".into(),
-                        });
-                    }
-                }
-                if cfg
-                    .get("rank_pattern")
-                    .and_then(Value::as_object)
-                    .is_some_and(|m| !m.is_empty())
-                {
-                    return Err(AbbaError::Unsupported {
-                        what: "adapter_config.json field rank_pattern".into(),
-                        message: "per-module ranks are not supported: use one r for every module"
-                            .into(),
-                    });
-                }
-                Ok(AdapterKind::Lora {
-                    r: uint("r")?,
-                    alpha: float("lora_alpha")?,
-                    rslora: cfg
-                        .get("use_rslora")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                })
-            }
-            "HIRA" => Ok(AdapterKind::Hira { r: uint("r")? }),
-            "LOHA" => Ok(AdapterKind::Loha {
-                r: uint("r")?,
-                alpha: float("alpha")?,
-            }),
-            "ABBA" => Ok(AdapterKind::Abba {
-                r1: uint("r1")?,
-                r2: uint("r2")?,
-                scale: float("scale")?,
-                convention: cfg
-                    .get("scale_convention")
-                    .and_then(Value::as_str)
-                    .unwrap_or("explicit")
-                    .to_string(),
-            }),
-            other => Err(AbbaError::Unsupported {
-                what: "peft_type".into(),
-                message: format!("'{other}' (supported: LORA, HIRA, LOHA, ABBA)"),
-            }),
-        }
-    }
-}
-
 /// An adapter held as tensors per module path, ready to save or to attach to a model.
 #[derive(Clone, Debug)]
 pub struct AdapterSet {
-    pub kind: AdapterKind,
+    /// How the file names its tensors (an ABBA can be saved as PEFT's LoHa).
+    pub style: KeyStyle,
     pub targets: Vec<TargetModule>,
     pub dropout: f32,
     pub base_model: String,
@@ -245,10 +43,10 @@ pub struct AdapterSet {
 }
 
 impl AdapterSet {
-    /// The adapters currently attached to `model`, described as `kind`.
+    /// The adapters currently attached to `model`, to be saved with tensor names in `style`.
     pub fn from_model(
         model: &Llama,
-        kind: AdapterKind,
+        style: KeyStyle,
         dropout: f32,
         base_model: &str,
     ) -> Result<Self> {
@@ -269,7 +67,7 @@ impl AdapterSet {
         }
         targets.sort();
         Ok(AdapterSet {
-            kind,
+            style,
             targets,
             dropout,
             base_model: base_model.to_string(),
@@ -277,30 +75,56 @@ impl AdapterSet {
         })
     }
 
+    /// The method of the set (every module has it, sized for its layer).
+    pub fn method(&self) -> &Method {
+        &self.modules[0].1.method
+    }
+
+    /// The `peft_type` the set is saved under (`LORA`, `LOHA`, …).
+    pub fn peft_type(&self) -> String {
+        self.method()
+            .peft_config(self.style, self.dropout)
+            .ok()
+            .and_then(|c| c.get("peft_type")?.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// The whole `adapter_config.json`: the method's fields and the ones every PEFT config has.
+    pub fn config_json(&self) -> Result<Value> {
+        let targets: Vec<&str> = self.targets.iter().map(|t| t.proj_name()).collect();
+        let mut cfg = json!({
+            "task_type": "CAUSAL_LM",
+            "target_modules": targets,
+            "base_model_name_or_path": self.base_model,
+            "inference_mode": true,
+            "modules_to_save": null,
+            "layers_to_transform": null,
+            "revision": null,
+        });
+        if let (Some(obj), Value::Object(more)) = (
+            cfg.as_object_mut(),
+            self.method().peft_config(self.style, self.dropout)?,
+        ) {
+            obj.extend(more);
+        }
+        Ok(cfg)
+    }
+
     /// Writes the directory atomically (a sibling temp directory renamed into place; an existing one is replaced).
     pub fn save(&self, dir: &Path) -> Result<()> {
         let mut tensors = HashMap::new();
-        for (path, w) in &self.modules {
-            let vars = w.vars();
-            for (suffix, idx) in self.kind.keys() {
-                let t = vars[*idx]
-                    .as_tensor()
-                    .to_dtype(DType::F32)?
-                    .to_device(&Device::Cpu)?;
-                tensors.insert(format!("{PREFIX}{path}.{suffix}"), t);
-            }
+        for (key, t) in adapter_tensors(self)? {
+            tensors.insert(key, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
         }
-        let config = self
-            .kind
-            .config_json(&self.targets, self.dropout, &self.base_model);
-        write_dir_atomically(dir, |tmp| {
+        let config = self.config_json()?;
+        write_dir_atomic(dir, |tmp| {
             crate::finetune::model::checkpoint::save_safetensors(
                 &tensors,
                 &tmp.join(WEIGHTS_FILE),
             )?;
             let text = serde_json::to_string_pretty(&config)
                 .map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
-            std::fs::write(tmp.join(CONFIG_FILE), text).map_err(|e| io_err(tmp, e))
+            std::fs::write(tmp.join(CONFIG_FILE), text).map_err(|e| AbbaError::io(tmp, e))
         })
     }
 
@@ -325,13 +149,13 @@ impl AdapterSet {
     /// Reads an adapter directory without a model (for format conversion): every module found in the file.
     pub fn load_standalone(dir: &Path) -> Result<Self> {
         let mut raw = RawAdapter::read(dir)?;
-        let first_suffix = raw.kind.keys()[0].0;
+        let first_suffix = raw.keys()[0].clone();
         let mut paths: Vec<String> = raw
             .tensors
             .keys()
             .filter_map(|k| {
                 k.strip_prefix(PREFIX)?
-                    .strip_suffix(first_suffix)?
+                    .strip_suffix(first_suffix.as_str())?
                     .strip_suffix('.')
             })
             .map(str::to_string)
@@ -358,7 +182,8 @@ impl AdapterSet {
 
 /// An adapter directory's config and tensors, before they are matched to modules.
 struct RawAdapter {
-    kind: AdapterKind,
+    method: Method,
+    style: KeyStyle,
     targets: Vec<TargetModule>,
     dropout: f32,
     base_model: String,
@@ -369,25 +194,26 @@ struct RawAdapter {
 impl RawAdapter {
     fn read(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| AbbaError::Io {
-            path: cfg_path.display().to_string(),
-            message: format!(
-                "{e}: an adapter directory holds adapter_config.json and adapter_model.safetensors"
-            ),
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+            AbbaError::io_hint(
+                &cfg_path,
+                e,
+                "an adapter directory holds adapter_config.json and adapter_model.safetensors",
+            )
         })?;
         let cfg: Value = serde_json::from_str(&text).map_err(|e| AbbaError::Format {
             path: cfg_path.display().to_string(),
             format: "adapter_config.json",
             message: e.to_string(),
         })?;
-        let kind = AdapterKind::from_config(&cfg, &cfg_path)?;
+        let (method, style) = Method::from_peft_config(&cfg, &cfg_path)?;
         let targets = parse_targets(&cfg, &cfg_path)?;
         let dropout = ["lora_dropout", "hira_dropout", "dropout"]
             .iter()
             .find_map(|k| cfg.get(*k).and_then(Value::as_f64))
             .unwrap_or(0.0) as f32;
         let weights_path = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&weights_path).map_err(|e| io_err(&weights_path, e))?;
+        let bytes = std::fs::read(&weights_path).map_err(|e| AbbaError::io(&weights_path, e))?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
             AbbaError::Format {
                 path: weights_path.display().to_string(),
@@ -399,7 +225,8 @@ impl RawAdapter {
             }
         })?;
         Ok(RawAdapter {
-            kind,
+            method,
+            style,
             targets,
             dropout,
             base_model: cfg
@@ -420,6 +247,15 @@ impl RawAdapter {
         }
     }
 
+    /// The key suffixes of one module's tensors, in factor-table order (they do not depend on the layer shape).
+    fn keys(&self) -> Vec<String> {
+        self.method
+            .factors((0, 0))
+            .iter()
+            .map(|f| f.key_in(self.style).to_string())
+            .collect()
+    }
+
     /// Removes one module's tensors; with `shape` = the layer's (m, n), checks each against it.
     fn take_module(
         &mut self,
@@ -428,45 +264,44 @@ impl RawAdapter {
         dtype: DType,
         device: &Device,
     ) -> Result<AdapterWeights> {
-        let keys = self.kind.keys();
-        let mut vars: Vec<Option<Var>> = vec![None; keys.len()];
         let mut found = Vec::new();
-        for (suffix, idx) in keys {
+        for suffix in self.keys() {
             let key = format!("{PREFIX}{path}.{suffix}");
             let t = self.tensors.remove(&key).ok_or_else(|| {
                 self.bad(format!(
                     "tensor '{key}' is missing: was this adapter made for this model?"
                 ))
             })?;
-            found.push((key, *idx, t));
+            found.push((key, t));
         }
-        // Without a model, the layer shape comes from the first B (m × r) and A (r × n) factors.
+        // Without a model, the layer shape comes from the first A (r × n) and B (m × r) factors, which every
+        // factor table lists first.
         let (m, n) = match shape {
             Some(s) => s,
-            None => {
-                let dims = |i: usize| found.iter().find(|f| f.1 == i).map(|f| f.2.dims().to_vec());
-                match (dims(1), dims(0)) {
-                    (Some(b), Some(a)) if b.len() == 2 && a.len() == 2 => (b[0], a[1]),
-                    _ => {
-                        return Err(
-                            self.bad(format!("module '{path}' has factors that are not matrices"))
-                        );
-                    }
+            None => match (found.first(), found.get(1)) {
+                (Some((_, a)), Some((_, b))) if a.rank() == 2 && b.rank() == 2 => {
+                    (b.dims()[0], a.dims()[1])
                 }
-            }
+                _ => {
+                    return Err(
+                        self.bad(format!("module '{path}' has factors that are not matrices"))
+                    );
+                }
+            },
         };
-        let shapes = self.kind.var_shapes(m, n);
-        for (key, idx, t) in found {
-            let (em, en) = shapes[idx];
+        let table = self.method.factors((m, n));
+        let mut vars = Vec::with_capacity(found.len());
+        for ((key, t), factor) in found.into_iter().zip(&table) {
+            let (em, en) = factor.shape;
             if t.dims() != [em, en] {
                 return Err(self.bad(format!(
                     "tensor '{key}' has shape {:?}, the {m}×{n} layer needs [{em}, {en}]: was this adapter made for this model?",
                     t.dims()
                 )));
             }
-            vars[idx] = Some(Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?);
+            vars.push(Var::from_tensor(&t.to_dtype(dtype)?.to_device(device)?)?);
         }
-        Ok(self.kind.weights(vars.into_iter().flatten().collect()))
+        AdapterWeights::new(self.method.clone(), vars, (m, n))
     }
 
     fn finish(self, modules: Vec<(String, AdapterWeights)>) -> Result<AdapterSet> {
@@ -479,7 +314,7 @@ impl RawAdapter {
             return Err(self.bad("no adapter tensors found".into()));
         }
         Ok(AdapterSet {
-            kind: self.kind,
+            style: self.style,
             targets: self.targets,
             dropout: self.dropout,
             base_model: self.base_model,
@@ -506,56 +341,15 @@ fn parse_targets(cfg: &Value, path: &Path) -> Result<Vec<TargetModule>> {
     }
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> AbbaError {
-    AbbaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
-/// Fills a fresh sibling directory with `fill`, then swaps it into `dir`; on failure the temp is removed and
-/// `dir` is untouched.
-pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let name = dir.file_name().ok_or_else(|| {
-        AbbaError::InvalidArgument(format!("{} is not a directory name", dir.display()))
-    })?;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-    let tmp = parent.join(format!(
-        ".{}.partial-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| io_err(&tmp, e))?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let old = parent.join(format!(
-        ".{}.old-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| io_err(dir, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
-}
-
 /// The tensors of a model's adapters as they would be saved (for tests and exports).
 pub fn adapter_tensors(set: &AdapterSet) -> Result<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for (path, w) in &set.modules {
-        for (suffix, idx) in set.kind.keys() {
+        let table = w.method.factors(w.layer_shape());
+        for (factor, var) in table.iter().zip(w.vars()) {
             out.insert(
-                format!("{PREFIX}{path}.{suffix}"),
-                w.vars()[*idx].as_tensor().clone(),
+                format!("{PREFIX}{path}.{}", factor.key_in(set.style)),
+                var.as_tensor().clone(),
             );
         }
     }

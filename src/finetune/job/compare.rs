@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use super::report::FinetuneReport;
 use crate::error::{AbbaError, Result};
 use crate::finetune::train::log::read_rows;
-use crate::study::store::write_atomic;
+use crate::io::write_atomic;
 
 fn opt(x: Option<f64>, digits: usize) -> String {
     x.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
@@ -31,10 +31,7 @@ pub fn write_comparison(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<Finetune
             rows.iter().map(|r| r.loss).collect::<Vec<f64>>(),
         ));
         let keep = out.join(&report.name);
-        std::fs::create_dir_all(&keep).map_err(|e| AbbaError::Io {
-            path: keep.display().to_string(),
-            message: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&keep).map_err(|e| AbbaError::io(&keep, e))?;
         for file in ["report.json", "train_log.csv", "samples.jsonl"] {
             if let Ok(bytes) = std::fs::read(dir.join(file)) {
                 write_atomic(&keep.join(file), &bytes)?;

@@ -17,10 +17,7 @@ pub struct Prepared {
 
 pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) -> Result<Prepared> {
     if let Some(text_path) = &data.text {
-        let text = std::fs::read_to_string(text_path).map_err(|e| AbbaError::Io {
-            path: text_path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(text_path).map_err(|e| AbbaError::io(text_path, e))?;
         let mut windows = lm_windows(&tok.encode(&text)?, data.max_len.saturating_sub(1).max(1));
         if windows.is_empty() {
             return Err(AbbaError::InvalidArgument(format!(

@@ -8,11 +8,11 @@ use candle_core::{DType, Device, Tensor};
 
 use super::spec::ModelSection;
 use crate::error::{AbbaError, Result};
-use crate::finetune::adapters::peft::write_dir_atomically;
 use crate::finetune::device::parse_dtype;
 use crate::finetune::model::checkpoint::save_safetensors;
 use crate::finetune::model::{Checkpoint, Llama, ModelConfig};
 use crate::finetune::tokenizer::{BYTE_BOS, BYTE_EOS, TextTokenizer};
+use crate::io::write_dir_atomic;
 
 pub fn load_tokenizer(section: &ModelSection) -> Result<TextTokenizer> {
     match section.tokenizer.as_str() {
@@ -69,17 +69,11 @@ pub fn save_hf_model(model: &Llama, dir: &Path, tokenizer_from: Option<&Path>) -
     }
     let config = serde_json::to_string_pretty(&model.cfg.to_hf_json())
         .map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
-    write_dir_atomically(dir, |tmp| {
+    write_dir_atomic(dir, |tmp| {
         save_safetensors(&tensors, &tmp.join("model.safetensors"))?;
-        std::fs::write(tmp.join("config.json"), &config).map_err(|e| AbbaError::Io {
-            path: tmp.display().to_string(),
-            message: e.to_string(),
-        })?;
+        std::fs::write(tmp.join("config.json"), &config).map_err(|e| AbbaError::io(tmp, e))?;
         if let Some(src) = tokenizer_from.filter(|p| p.is_file()) {
-            std::fs::copy(src, tmp.join("tokenizer.json")).map_err(|e| AbbaError::Io {
-                path: src.display().to_string(),
-                message: e.to_string(),
-            })?;
+            std::fs::copy(src, tmp.join("tokenizer.json")).map_err(|e| AbbaError::io(src, e))?;
         }
         Ok(())
     })

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AbbaError, Result};
-use crate::study::store::write_atomic;
+use crate::io::write_atomic;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FinetuneReport {
@@ -52,10 +52,7 @@ impl FinetuneReport {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| AbbaError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| AbbaError::io(path, e))?;
         serde_json::from_str(&text).map_err(|e| AbbaError::Format {
             path: path.display().to_string(),
             format: "report.json",

@@ -11,17 +11,17 @@ use super::data_prep::prepare;
 use super::model_io::{load_model, load_tokenizer, save_hf_model};
 use super::report::{CANDLE_VERSION, FinetuneReport};
 use super::spec::FinetuneSpec;
-use crate::adapter::scaling::LoraScale;
+use crate::adapter::{KeyStyle, Method};
 use crate::error::{AbbaError, Result};
-use crate::finetune::adapters::peft::{AdapterKind, AdapterSet};
-use crate::finetune::adapters::{MethodSpec, inject};
+use crate::finetune::adapters::inject;
+use crate::finetune::adapters::peft::AdapterSet;
 use crate::finetune::data::collate;
 use crate::finetune::device::device_name;
 use crate::finetune::eval::{evaluate_generation, mean_loss};
 use crate::finetune::model::Llama;
 use crate::finetune::tokenizer::SpecialIds;
 use crate::finetune::train::{TrainSetup, train};
-use crate::study::store::write_atomic;
+use crate::io::write_atomic;
 
 pub struct RunOptions {
     pub device: Device,
@@ -30,37 +30,6 @@ pub struct RunOptions {
     pub progress: bool,
     /// Overrides `[output] dir`.
     pub out_dir: Option<PathBuf>,
-}
-
-/// How a trained method is described in its adapter file.
-pub fn adapter_kind(method: &MethodSpec) -> Option<AdapterKind> {
-    match *method {
-        MethodSpec::Lora { r, scale, .. } => Some(match scale {
-            LoraScale::Standard { alpha } => AdapterKind::Lora {
-                r,
-                alpha,
-                rslora: false,
-            },
-            LoraScale::Rslora { alpha } => AdapterKind::Lora {
-                r,
-                alpha,
-                rslora: true,
-            },
-            LoraScale::Explicit { scale } => AdapterKind::Lora {
-                r,
-                alpha: scale * r as f64,
-                rslora: false,
-            },
-        }),
-        MethodSpec::Hira { r, .. } => Some(AdapterKind::Hira { r }),
-        MethodSpec::Abba { r1, r2, scale, .. } => Some(AdapterKind::Abba {
-            r1,
-            r2,
-            scale: scale.value(r1, r2),
-            convention: scale.name().to_string(),
-        }),
-        MethodSpec::Full => None,
-    }
 }
 
 pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneReport> {
@@ -97,21 +66,21 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         stop_at: None,
     })?;
 
-    match adapter_kind(&adapter_cfg.method) {
-        Some(kind) => {
+    match adapter_cfg.method {
+        Method::Full => save_hf_model(
+            &model,
+            &out.join("model"),
+            tokenizer_file(&spec.model.path).as_deref(),
+        )?,
+        _ => {
             let base = spec
                 .model
                 .path
                 .as_deref()
                 .map_or(String::new(), |p| p.display().to_string());
-            AdapterSet::from_model(&model, kind, adapter_cfg.dropout, &base)?
+            AdapterSet::from_model(&model, KeyStyle::Native, adapter_cfg.dropout, &base)?
                 .save(&out.join("adapter"))?;
         }
-        None => save_hf_model(
-            &model,
-            &out.join("model"),
-            tokenizer_file(&spec.model.path).as_deref(),
-        )?,
     }
     if spec.output.save_merged {
         save_hf_model(

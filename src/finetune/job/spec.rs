@@ -118,7 +118,7 @@ pub struct OutputSection {
 
 impl FinetuneSpec {
     pub fn load(path: &Path) -> Result<Self> {
-        let spec: FinetuneSpec = crate::study::spec::load_toml(path, "fine-tuning TOML")?;
+        let spec: FinetuneSpec = crate::io::load_toml(path, "fine-tuning TOML")?;
         spec.validate()?;
         Ok(spec)
     }

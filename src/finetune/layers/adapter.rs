@@ -1,118 +1,155 @@
-//! The trainable part of an adapted projection y = x·(W0 + ΔW)ᵀ, for each method, as candle variables.
+//! The trainable part of an adapted projection y = x·(W0 + ΔW)ᵀ, as candle variables.
 //!
-//! Shapes follow PEFT: A is r×n (in-features), B is m×r (out-features), so B·A has W0's m×n shape.
+//! Which variables exist, their names and shapes come from the method's factor table ([`Method::factors`]);
+//! this file only computes with them. Shapes follow PEFT: A is r×n (in-features), B is m×r (out-features), so
+//! B·A has W0's m×n shape.
 
 use candle_core::{DType, Tensor, Var};
 
-use crate::adapter::ForwardPath;
-use crate::error::Result;
+use crate::adapter::{ForwardPath, Method};
+use crate::error::{AbbaError, Result};
 
 #[derive(Clone, Debug)]
-pub enum AdapterWeights {
-    /// ΔW = s·B·A.
-    Lora { a: Var, b: Var, scale: f64 },
-    /// ΔW = W0 ⊙ (B·A) (HiRA, and PEFT's `HIRA`, without scale).
-    Hira { a: Var, b: Var },
-    /// ΔW = s·(B1·A1) ⊙ (B2·A2).
-    Abba {
-        a1: Var,
-        b1: Var,
-        a2: Var,
-        b2: Var,
-        scale: f64,
-    },
+pub struct AdapterWeights {
+    /// The method, sized for this layer.
+    pub method: Method,
+    /// One variable per row of the method's factor table, in its order.
+    vars: Vec<Var>,
+    /// (m, n) of the adapted layer.
+    shape: (usize, usize),
 }
 
 impl AdapterWeights {
-    pub fn vars(&self) -> Vec<&Var> {
-        match self {
-            AdapterWeights::Lora { a, b, .. } | AdapterWeights::Hira { a, b } => vec![a, b],
-            AdapterWeights::Abba { a1, b1, a2, b2, .. } => vec![a1, b1, a2, b2],
+    /// Wraps variables given in factor-table order, checking their count and shapes against the table for an
+    /// m×n layer.
+    pub fn new(method: Method, vars: Vec<Var>, shape: (usize, usize)) -> Result<Self> {
+        let table = method.factors(shape);
+        if table.len() != vars.len() {
+            return Err(AbbaError::InvalidArgument(format!(
+                "{} needs {} factors, got {}",
+                method.label(),
+                table.len(),
+                vars.len()
+            )));
         }
+        for (f, v) in table.iter().zip(&vars) {
+            if v.dims() != [f.shape.0, f.shape.1] {
+                return Err(AbbaError::ShapeMismatch {
+                    what: format!("{} factor {}", method.name(), f.name),
+                    expected: f.shape,
+                    got: v.dims2().unwrap_or((0, 0)),
+                });
+            }
+        }
+        Ok(AdapterWeights {
+            method,
+            vars,
+            shape,
+        })
+    }
+
+    pub fn vars(&self) -> Vec<&Var> {
+        self.vars.iter().collect()
     }
 
     /// Names of the factors in [`Self::vars`] order, as they appear in saved files.
-    pub fn var_names(&self) -> &'static [&'static str] {
-        match self {
-            AdapterWeights::Lora { .. } => &["lora_A", "lora_B"],
-            AdapterWeights::Hira { .. } => &["hira_A", "hira_B"],
-            AdapterWeights::Abba { .. } => &["abba_A1", "abba_B1", "abba_A2", "abba_B2"],
-        }
+    pub fn var_names(&self) -> Vec<String> {
+        self.method
+            .factors(self.shape)
+            .into_iter()
+            .map(|f| f.key.trim_end_matches(".weight").to_string())
+            .collect()
+    }
+
+    /// The variable of the factor called `name` (`A`, `B1`, …).
+    pub fn var(&self, name: &str) -> Result<&Var> {
+        let table = self.method.factors(self.shape);
+        table
+            .iter()
+            .position(|f| f.name == name)
+            .map(|i| &self.vars[i])
+            .ok_or_else(|| {
+                AbbaError::InvalidArgument(format!("{} has no factor {name}", self.method.name()))
+            })
+    }
+
+    fn t(&self, name: &str) -> Result<&Tensor> {
+        Ok(self.var(name)?.as_tensor())
+    }
+
+    /// (m, n) of the adapted layer.
+    pub fn layer_shape(&self) -> (usize, usize) {
+        self.shape
     }
 
     pub fn num_params(&self) -> usize {
-        self.vars().iter().map(|v| v.elem_count()).sum()
+        self.vars.iter().map(|v| v.elem_count()).sum()
     }
 
     /// ΔW as an m×n tensor (needs W0 for HiRA).
     pub fn delta(&self, w0: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            AdapterWeights::Lora { a, b, scale } => (b.matmul(a)? * *scale)?,
-            AdapterWeights::Hira { a, b } => (w0 * b.matmul(a)?)?,
-            AdapterWeights::Abba {
-                a1,
-                b1,
-                a2,
-                b2,
-                scale,
-            } => ((b1.matmul(a1)? * b2.matmul(a2)?)? * *scale)?,
+        Ok(match &self.method {
+            Method::Lora(s) => (self.t("B")?.matmul(self.t("A")?)? * s.scale.value(s.r))?,
+            Method::Hira(_) => (w0 * self.t("B")?.matmul(self.t("A")?)?)?,
+            Method::Abba(s) => {
+                let p = self.t("B1")?.matmul(self.t("A1")?)?;
+                let q = self.t("B2")?.matmul(self.t("A2")?)?;
+                ((p * q)? * s.scale.value(s.r1, s.r2))?
+            }
+            Method::Full | Method::AbbaChain(_) => return Err(self.not_a_layer()),
         })
     }
 
     /// The adapter's contribution x·ΔWᵀ for rows x (N×n). ABBA picks the Khatri–Rao or materialised path with
     /// the same cost model as the matrix code ([`ForwardPath::cheapest`]).
     pub fn forward(&self, x: &Tensor, w0: &Tensor) -> Result<Tensor> {
-        match self {
-            AdapterWeights::Lora { a, b, scale } => {
-                Ok((x.matmul(&a.t()?)?.matmul(&b.t()?)? * *scale)?)
+        let (m, n) = w0.dims2()?;
+        let path = match &self.method {
+            Method::Abba(s) => ForwardPath::cheapest((m, n), s.r1, s.r2, x.dim(0)?),
+            _ => ForwardPath::Materialised,
+        };
+        self.forward_with(x, w0, path)
+    }
+
+    /// As [`Self::forward`] with ABBA's path forced (other methods have one path).
+    pub fn forward_with(&self, x: &Tensor, w0: &Tensor, path: ForwardPath) -> Result<Tensor> {
+        match &self.method {
+            Method::Lora(s) => {
+                Ok((x.matmul(&self.t("A")?.t()?)?.matmul(&self.t("B")?.t()?)?
+                    * s.scale.value(s.r))?)
             }
-            AdapterWeights::Hira { .. } => Ok(x.matmul(&self.delta(w0)?.t()?)?),
-            AdapterWeights::Abba {
-                a1,
-                b1,
-                a2,
-                b2,
-                scale,
-            } => {
-                let (m, n) = w0.dims2()?;
-                let (r1, r2) = (a1.dim(0)?, a2.dim(0)?);
-                match ForwardPath::cheapest((m, n), r1, r2, x.dim(0)?) {
-                    ForwardPath::KhatriRao => {
-                        let (b_kr, a_kr) = khatri_rao(a1, b1, a2, b2)?;
-                        Ok((x.matmul(&a_kr.t()?)?.matmul(&b_kr.t()?)? * *scale)?)
-                    }
-                    ForwardPath::Materialised => Ok(x.matmul(&self.delta(w0)?.t()?)?),
+            Method::Hira(_) => Ok(x.matmul(&self.delta(w0)?.t()?)?),
+            Method::Abba(s) => match path {
+                ForwardPath::KhatriRao => {
+                    let (b_kr, a_kr) =
+                        khatri_rao(self.t("A1")?, self.t("B1")?, self.t("A2")?, self.t("B2")?)?;
+                    Ok((x.matmul(&a_kr.t()?)?.matmul(&b_kr.t()?)? * s.scale.value(s.r1, s.r2))?)
                 }
-            }
+                ForwardPath::Materialised => Ok(x.matmul(&self.delta(w0)?.t()?)?),
+            },
+            Method::Full | Method::AbbaChain(_) => Err(self.not_a_layer()),
+        }
+    }
+
+    fn not_a_layer(&self) -> AbbaError {
+        AbbaError::Unsupported {
+            what: format!("{} as a layer adapter", self.method.name()),
+            message:
+                "full fine-tuning trains the base weights; chains are fitted in matrix studies only"
+                    .into(),
         }
     }
 
     pub fn to_dtype(&self, dtype: DType) -> Result<AdapterWeights> {
-        let cast =
-            |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?) };
-        Ok(match self {
-            AdapterWeights::Lora { a, b, scale } => AdapterWeights::Lora {
-                a: cast(a)?,
-                b: cast(b)?,
-                scale: *scale,
-            },
-            AdapterWeights::Hira { a, b } => AdapterWeights::Hira {
-                a: cast(a)?,
-                b: cast(b)?,
-            },
-            AdapterWeights::Abba {
-                a1,
-                b1,
-                a2,
-                b2,
-                scale,
-            } => AdapterWeights::Abba {
-                a1: cast(a1)?,
-                b1: cast(b1)?,
-                a2: cast(a2)?,
-                b2: cast(b2)?,
-                scale: *scale,
-            },
+        let vars = self
+            .vars
+            .iter()
+            .map(|v| Ok(Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AdapterWeights {
+            method: self.method.clone(),
+            vars,
+            shape: self.shape,
         })
     }
 }

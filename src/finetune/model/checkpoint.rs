@@ -98,10 +98,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 .into(),
         });
     }
-    let text = std::fs::read_to_string(&index).map_err(|e| AbbaError::Io {
-        path: index.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let text = std::fs::read_to_string(&index).map_err(|e| AbbaError::io(&index, e))?;
     let bad = |message: String| AbbaError::Format {
         path: index.display().to_string(),
         format: "safetensors index",
@@ -136,10 +133,7 @@ fn check_header(path: &Path) -> Result<()> {
         format: "safetensors",
         message: format!("{message}: the file is corrupt or truncated; re-copy or re-save it"),
     };
-    let io = |e: std::io::Error| AbbaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    };
+    let io = |e: std::io::Error| AbbaError::io(path, e);
     let mut file = std::fs::File::open(path).map_err(io)?;
     let file_len = file.metadata().map_err(io)?.len();
     let mut len = [0u8; 8];
@@ -176,15 +170,12 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
 
-/// Writes named tensors as one safetensors file atomically (temp file in the same directory, then rename).
+/// Writes named tensors as one safetensors file atomically ([`crate::io::write_atomic_with`]).
 pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("safetensors.partial");
-    candle_core::safetensors::save(tensors, &tmp).map_err(|e| AbbaError::Io {
-        path: tmp.display().to_string(),
-        message: first_line(&e.to_string()).to_string(),
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| AbbaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
+    crate::io::write_atomic_with(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(|e| AbbaError::Io {
+            path: tmp.display().to_string(),
+            message: first_line(&e.to_string()).to_string(),
+        })
     })
 }

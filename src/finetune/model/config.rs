@@ -82,11 +82,12 @@ const SUPPORTED_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "smollm3"];
 
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| AbbaError::Io {
-            path: path.display().to_string(),
-            message: format!(
-                "{e}: point --model at a Hugging Face model directory with a config.json"
-            ),
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            AbbaError::io_hint(
+                path,
+                e,
+                "point --model at a Hugging Face model directory with a config.json",
+            )
         })?;
         Self::from_json(&text).map_err(|e| match e {
             AbbaError::Format { message, .. } => AbbaError::Format {

@@ -1,51 +1,23 @@
 //! What each method trains in the toy: an adapter on both layers (LoRA, HiRA, ABBA) initialised exactly as the
 //! transformer path does (`finetune::adapters::inject`), or every weight and bias (full fine-tuning).
 
-use std::fmt;
-
 use candle_core::Var;
-use serde::{Deserialize, Serialize};
 
 use super::mlp::Mlp;
-use crate::adapter::init::{AbbaInit, KaimingA, LoraInit};
 use crate::adapter::scaling::{AbbaScale, LoraScale};
+use crate::adapter::{AbbaSpec, LoraSpec, Method, MethodKind};
+use crate::budget::{AbbaRankRule, Budget as BudgetSize, sized};
 use crate::error::{AbbaError, Result};
-use crate::finetune::adapters::MethodSpec;
 use crate::finetune::adapters::inject::initial_adapter;
 use crate::rng::{derive, seeded};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ToyMethod {
-    Lora,
-    Hira,
-    Abba,
-    Full,
-}
-
-impl ToyMethod {
-    pub const ALL: [ToyMethod; 4] = [
-        ToyMethod::Lora,
-        ToyMethod::Hira,
-        ToyMethod::Abba,
-        ToyMethod::Full,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ToyMethod::Lora => "lora",
-            ToyMethod::Hira => "hira",
-            ToyMethod::Abba => "abba",
-            ToyMethod::Full => "full",
-        }
-    }
-}
-
-impl fmt::Display for ToyMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// The methods of the paper's Fig. 1, the toy's default.
+pub const PAPER_METHODS: [MethodKind; 4] = [
+    MethodKind::Lora,
+    MethodKind::Hira,
+    MethodKind::Abba,
+    MethodKind::Full,
+];
 
 /// The shared budget: LoRA and HiRA get rank `rank`, ABBA r1 = r2 = rank/2, so all three train
 /// `rank·(m+n)` parameters per layer.
@@ -63,51 +35,51 @@ impl Budget {
     pub fn abba_ranks(&self) -> (usize, usize) {
         (self.rank / 2, self.rank / 2)
     }
+
+    /// `kind` with the toy's scales (α/r for LoRA, the paper's α²/√(r1·r2) for ABBA) and initialisations, unsized.
+    pub fn template(&self, kind: MethodKind) -> Method {
+        match kind.template() {
+            Method::Lora(s) => Method::Lora(LoraSpec {
+                scale: LoraScale::Standard {
+                    alpha: self.lora_alpha,
+                },
+                ..s
+            }),
+            Method::Abba(s) => Method::Abba(AbbaSpec {
+                scale: AbbaScale::Paper {
+                    alpha: self.abba_alpha,
+                },
+                ..s
+            }),
+            other => other,
+        }
+    }
 }
 
 /// Makes `mlp` trainable for `method` and returns the variables to optimise. Adapters start with ΔW = 0, so every
 /// method starts from the pretrained function; layer `i` draws from stream `i` of `seed`, as `inject` does.
-pub fn prepare(mlp: &mut Mlp, method: ToyMethod, budget: &Budget, seed: u64) -> Result<Vec<Var>> {
-    if method == ToyMethod::Full {
+pub fn prepare(mlp: &mut Mlp, method: MethodKind, budget: &Budget, seed: u64) -> Result<Vec<Var>> {
+    if method == MethodKind::Full {
         return mlp.make_base_trainable();
     }
-    if method == ToyMethod::Abba && (budget.rank < 2 || !budget.rank.is_multiple_of(2)) {
+    if method == MethodKind::Abba && (budget.rank < 2 || !budget.rank.is_multiple_of(2)) {
         return Err(AbbaError::InvalidArgument(format!(
             "rank {} cannot be split evenly into ABBA's r1 = r2 = r/2: use an even rank ≥ 2",
             budget.rank
         )));
     }
-    let spec = match method {
-        ToyMethod::Lora => MethodSpec::Lora {
-            r: budget.rank,
-            scale: LoraScale::Standard {
-                alpha: budget.lora_alpha,
-            },
-            init: LoraInit::Standard {
-                kaiming: KaimingA::Sqrt5,
-            },
-        },
-        ToyMethod::Hira => MethodSpec::Hira {
-            r: budget.rank,
-            kaiming: KaimingA::Sqrt5,
-        },
-        ToyMethod::Abba => {
-            let (r1, r2) = budget.abba_ranks();
-            MethodSpec::Abba {
-                r1,
-                r2,
-                scale: AbbaScale::Paper {
-                    alpha: budget.abba_alpha,
-                },
-                init: AbbaInit::Paper,
-            }
-        }
-        ToyMethod::Full => MethodSpec::Full,
-    };
+    let template = budget.template(method);
     let mut vars = Vec::new();
     for (index, layer) in mlp.layers_mut().into_iter().enumerate() {
         let mut rng = seeded(derive(seed, index as u64));
-        let weights = initial_adapter(&layer.weight, &spec, &mut rng)?;
+        let shape = layer.weight.dims2()?;
+        let sized = sized(
+            &template,
+            BudgetSize::LoraRank(budget.rank),
+            AbbaRankRule::Half,
+            shape,
+        )?;
+        let weights = initial_adapter(&layer.weight, &sized, &mut rng)?;
         vars.extend(weights.vars().into_iter().cloned());
         layer.adapter = Some(weights);
     }

@@ -8,17 +8,23 @@
 //! - [`mlp`]: the network, two [`crate::finetune::layers::AdaptedLinear`] layers;
 //! - [`adapt`]: what each method trains, at equal budget;
 //! - [`train`]: the minibatch Adam loop both phases share;
-//! - [`run`]: the spec (TOML), the two phases and the report;
+//! - [`spec`]: the spec (TOML) and its checks;
+//! - [`run`]: the two phases;
+//! - [`report`]: what a run produced;
 //! - [`output`]: the CSV, Markdown and PNG files (the plot is [`crate::report::loss_curves`]).
 
 pub mod adapt;
 pub mod mlp;
 pub mod mnist;
 pub mod output;
+pub mod report;
 pub mod run;
+pub mod spec;
 pub mod train;
 
-pub use adapt::{Budget, ToyMethod, prepare};
+pub use adapt::{Budget, PAPER_METHODS, prepare};
 pub use mlp::Mlp;
 pub use mnist::{Digits, load_digits, split_per_class};
-pub use run::{MethodReport, Status, ToyReport, ToySpec, load_spec, run_toy};
+pub use report::{MethodReport, Status, ToyReport};
+pub use run::run_toy;
+pub use spec::{ToySpec, load_spec};

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::run::{MNIST_TITLE, ToyReport, ToySpec};
+use super::report::ToyReport;
+use super::spec::{MNIST_TITLE, ToySpec};
 use crate::error::{AbbaError, Result};
+use crate::io::write_atomic;
 use crate::report::loss_curves::plot_losses;
-use crate::study::store::write_atomic;
 
 #[derive(Serialize)]
 struct ResultRow<'a> {
@@ -18,7 +19,7 @@ struct ResultRow<'a> {
     acc_old: f64,
     final_loss: f64,
     seconds: f64,
-    status: super::run::Status,
+    status: super::report::Status,
 }
 
 #[derive(Serialize)]
@@ -136,8 +137,8 @@ pub fn render_summary(spec: &ToySpec, report: &ToyReport) -> String {
     );
     for m in &report.methods {
         let status = match m.status {
-            super::run::Status::Ok => "ok",
-            super::run::Status::Diverged => "diverged",
+            super::report::Status::Ok => "ok",
+            super::report::Status::Diverged => "diverged",
         };
         let loss = if m.final_loss.is_finite() {
             format!("{:.4}", m.final_loss)

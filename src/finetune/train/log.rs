@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{AbbaError, Result};
-use crate::study::store::write_atomic;
+use crate::io::write_atomic;
 
 pub const HEADER: &str = "step,epoch,loss,lr,grad_norm,tokens,tokens_per_s,elapsed_s";
 
@@ -29,10 +29,7 @@ pub struct TrainLog {
 }
 
 fn io(path: &Path, e: std::io::Error) -> AbbaError {
-    AbbaError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
+    AbbaError::io(path, e)
 }
 
 impl TrainLog {

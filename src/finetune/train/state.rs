@@ -9,9 +9,9 @@ use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AbbaError, Result};
-use crate::finetune::adapters::peft::write_dir_atomically;
 use crate::finetune::model::checkpoint::save_safetensors;
 use crate::finetune::optim::AdamW;
+use crate::io::write_dir_atomic;
 
 const VARS: &str = "trainable.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
@@ -45,13 +45,10 @@ pub fn save(
     }
     let json = serde_json::to_string_pretty(state)
         .map_err(|e| AbbaError::InvalidArgument(e.to_string()))?;
-    write_dir_atomically(&checkpoint_dir(out, state.step), |tmp| {
+    write_dir_atomic(&checkpoint_dir(out, state.step), |tmp| {
         save_safetensors(&v, &tmp.join(VARS))?;
         save_safetensors(&o, &tmp.join(OPTIMIZER))?;
-        std::fs::write(tmp.join(STATE), json).map_err(|e| AbbaError::Io {
-            path: tmp.display().to_string(),
-            message: e.to_string(),
-        })
+        std::fs::write(tmp.join(STATE), json).map_err(|e| AbbaError::io(tmp, e))
     })
 }
 

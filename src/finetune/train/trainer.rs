@@ -63,10 +63,7 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
     let warmup = warmup_steps_from_ratio(s.cfg.warmup_ratio, total)?;
     let vars: Vec<Var> = s.vars.iter().map(|(_, v)| v.clone()).collect();
     let mut opt = AdamW::new(vars.clone(), s.cfg.adamw())?;
-    std::fs::create_dir_all(s.out_dir).map_err(|e| crate::AbbaError::Io {
-        path: s.out_dir.display().to_string(),
-        message: e.to_string(),
-    })?;
+    std::fs::create_dir_all(s.out_dir).map_err(|e| crate::AbbaError::io(s.out_dir, e))?;
 
     let mut start = CheckpointState {
         step: 0,
