@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{AbbaSpec, HiraSpec, LoraSpec, Method, MethodKind};
+use crate::adapter::{
+    AbbaSpec, DoraSpec, HiraSpec, LokrSpec, LoraSpec, Method, MethodKind, MoraSpec, MoraType,
+};
 use crate::error::{AbbaError, Result};
 
 /// How an ABBA configuration is derived from a LoRA rank r.
@@ -111,8 +113,15 @@ pub fn matched(
     sized(&kind.template(), budget, rule, shape)
 }
 
+/// How far (relative) a method's parameter count may fall from the budget it is matched to. Methods whose sizes
+/// are discrete (LoKr, KronA, MoRA, KRAdapter, DoRA's extra magnitude) take the size nearest the budget inside
+/// this window; outside it the budget is unreachable and the error lists the nearest sizes.
+pub const BUDGET_TOLERANCE: f64 = 0.10;
+
 /// `template` with the size that matches `budget` on an m×n layer (ABBA split by `rule`); its hyper-parameters
-/// are kept.
+/// are kept. LoRA-shaped methods (LoRA, HiRA, ABBA) match exactly; the others take the size whose count is
+/// nearest the budget within [`BUDGET_TOLERANCE`] (ties to the smaller), so `num_params` of the result is the
+/// achieved count to print beside the target.
 pub fn sized(
     template: &Method,
     budget: Budget,
@@ -152,9 +161,128 @@ pub fn sized(
                 "ABBA chains have no single equal-budget split: give their ranks explicitly".into(),
             ));
         }
+        Method::Dora(s) => nearest(
+            template,
+            target(budget, shape),
+            shape,
+            |r| Method::Dora(DoraSpec { r, ..*s }),
+            1..=m.min(n),
+        )?,
+        Method::Lokr(s) if s.krona => krona_sized(s, target(budget, shape), shape)?,
+        Method::Lokr(s) => {
+            let l = s.layout(shape);
+            // Low-rank W2 for r < max(P, Q)/2, full beyond: every distinct size once.
+            let top = l.p.max(l.q).div_ceil(2);
+            nearest(
+                template,
+                target(budget, shape),
+                shape,
+                |r| Method::Lokr(LokrSpec { r, ..*s }),
+                1..=top.max(1),
+            )?
+        }
+        Method::Mora(s) => {
+            // r̂² parameters: the candidates around √budget (even ones for type 6).
+            let t = target(budget, shape);
+            let step = if s.kind == MoraType::Rotated { 2 } else { 1 };
+            let root = (t as f64).sqrt() as usize / step;
+            nearest(
+                template,
+                t,
+                shape,
+                |k| {
+                    Method::Mora(MoraSpec {
+                        r_hat: k * step,
+                        ..*s
+                    })
+                },
+                root.saturating_sub(2).max(1)..=root + 2,
+            )?
+        }
+        Method::Kradapter(_) => nearest(
+            template,
+            target(budget, shape),
+            shape,
+            |_| template.clone(),
+            0..=0,
+        )?,
     };
     config.validate(shape)?;
     Ok(config)
+}
+
+/// A budget as a parameter count on an m×n layer.
+fn target(budget: Budget, (m, n): (usize, usize)) -> usize {
+    match budget {
+        Budget::LoraRank(r) => r * (m + n),
+        Budget::Params(p) => p,
+    }
+}
+
+/// The size of `make(k)`, over `ks`, whose count is nearest `target` within the tolerance (ties: fewer
+/// parameters); otherwise an error naming the nearest sizes below and above.
+fn nearest(
+    template: &Method,
+    target: usize,
+    shape: (usize, usize),
+    make: impl Fn(usize) -> Method,
+    ks: impl Iterator<Item = usize>,
+) -> Result<Method> {
+    let candidates: Vec<(usize, Method)> = ks
+        .map(&make)
+        .filter(|c| c.validate(shape).is_ok())
+        .map(|c| (c.num_params(shape), c))
+        .collect();
+    let gap = |p: usize| p.abs_diff(target);
+    let best = candidates
+        .iter()
+        .min_by_key(|(p, _)| (gap(*p), *p))
+        .filter(|(p, _)| gap(*p) as f64 <= BUDGET_TOLERANCE * target as f64);
+    if let Some((_, c)) = best {
+        return Ok(c.clone());
+    }
+    let below = candidates
+        .iter()
+        .filter(|(p, _)| *p <= target)
+        .max_by_key(|(p, _)| *p);
+    let above = candidates
+        .iter()
+        .filter(|(p, _)| *p > target)
+        .min_by_key(|(p, _)| *p);
+    Err(AbbaError::UnreachableBudget {
+        method: template.name().into(),
+        target,
+        rows: shape.0,
+        cols: shape.1,
+        tolerance_pct: (BUDGET_TOLERANCE * 100.0).round() as usize,
+        nearest: below
+            .into_iter()
+            .chain(above)
+            .map(|(p, c)| (*p, c.label()))
+            .collect(),
+    })
+}
+
+/// KronA: both factors full, so the size is set by the split alone: every outer factor f that divides both m and
+/// n (f_out = f_in = f), nearest the budget.
+fn krona_sized(s: &LokrSpec, target: usize, shape: (usize, usize)) -> Result<Method> {
+    let (m, n) = shape;
+    let divisors: Vec<usize> = (1..=m.min(n))
+        .filter(|f| m.is_multiple_of(*f) && n.is_multiple_of(*f))
+        .collect();
+    let template = Method::Lokr(*s);
+    nearest(
+        &template,
+        target,
+        shape,
+        |i| {
+            Method::Lokr(LokrSpec {
+                factor: divisors[i] as i64,
+                ..*s
+            })
+        },
+        0..divisors.len(),
+    )
 }
 
 /// Total trainable parameters of a configuration applied to many layers.

@@ -38,6 +38,20 @@ pub enum AbbaError {
         needed: usize,
     },
 
+    #[error(
+        "{method} cannot reach a budget of {target} parameters on a {rows}×{cols} layer (±{tolerance_pct}%): the nearest it reaches are {}; budget it at one of those",
+        nearest.iter().map(|(p, label)| format!("{p} ({label})")).collect::<Vec<_>>().join(", ")
+    )]
+    UnreachableBudget {
+        method: String,
+        target: usize,
+        rows: usize,
+        cols: usize,
+        tolerance_pct: usize,
+        /// (parameters, configuration) of the feasible sizes nearest below and above the target.
+        nearest: Vec<(usize, String)>,
+    },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 

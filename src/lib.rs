@@ -27,6 +27,7 @@ pub mod fit;
 pub mod io;
 pub mod linalg;
 pub mod metrics;
+pub mod process;
 pub mod report;
 pub mod rng;
 pub mod study;

@@ -47,9 +47,33 @@ impl Real for f64 {}
 /// 0 means "all of rayon's threads".
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 
-/// Number of threads one linear-algebra call may use (1 = sequential, 0 = all rayon threads).
+/// Number of threads one linear-algebra call may use (1 = sequential, 0 = all rayon threads), for the rest of the
+/// process. Code that changes it for a while uses [`threads_scope`].
 pub fn set_threads(n: usize) {
     THREADS.store(n, Ordering::Relaxed);
+}
+
+/// The linear-algebra thread count now (0 = all rayon threads).
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
+/// Restores the previous thread count when dropped.
+#[must_use = "the previous thread count comes back when this guard is dropped"]
+pub struct ThreadsScope {
+    previous: usize,
+}
+
+/// Sets the linear-algebra thread count until the returned guard is dropped, then restores whatever it was.
+pub fn threads_scope(n: usize) -> ThreadsScope {
+    let previous = THREADS.swap(n, Ordering::Relaxed);
+    ThreadsScope { previous }
+}
+
+impl Drop for ThreadsScope {
+    fn drop(&mut self) {
+        THREADS.store(self.previous, Ordering::Relaxed);
+    }
 }
 
 fn par() -> Par {

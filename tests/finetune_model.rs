@@ -98,7 +98,7 @@ fn peft_adapters_load_and_reproduce_peft_outputs() {
         let mut m = model("tiny-llama");
         let set = AdapterSet::load(&fixture(&format!("peft/{kind}")), &m).unwrap();
         assert_eq!(set.modules.len(), 14, "{kind}: 7 modules × 2 layers");
-        set.attach(&mut m);
+        set.attach(&mut m).unwrap();
         assert_logits(
             kind,
             &format!("peft/{kind}/expected.safetensors"),

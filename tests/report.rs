@@ -1,5 +1,5 @@
 //! Figures render to real PNG/SVG files with text, in place, from synthetic records; and the paper's Figure 2
-//! table is transcribed as DESIGN §3 has it.
+//! table is transcribed as docs/fig2-setup.md has it.
 //!
 //! Set `REPORT_PREVIEW_DIR` to keep a copy of every image for looking at.
 

@@ -4,9 +4,9 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 use serde_json::{Value, json};
 
+use super::factor::{Factor, PeftFields};
 use super::init::{AbbaInit, InitOptions, Initialised, init_abba};
 use super::khatri_rao::{col_kron, row_kron};
-use super::method::{Factor, PeftFields};
 use super::scaling::AbbaScale;
 use super::{Adapter, MethodKind, check_pair, check_shape};
 use crate::error::{AbbaError, Result};

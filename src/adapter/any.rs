@@ -1,7 +1,7 @@
 //! One value that holds an adapter of any method, for code that must know the family (alternating least squares,
 //! fused fitting steps) and for initialisation, which returns whichever family a [`super::Method`] names.
 
-use super::{Abba, AbbaChain, Adapter, Full, Hira, Lora};
+use super::{Abba, AbbaChain, Adapter, Dora, Full, Hira, KrAdapter, Lokr, Lora, Mora};
 use crate::linalg::Real;
 
 #[derive(Clone, Debug)]
@@ -11,6 +11,10 @@ pub enum AnyAdapter<T> {
     Hira(Hira<T>),
     Abba(Abba<T>),
     Chain(AbbaChain<T>),
+    Dora(Dora<T>),
+    Lokr(Lokr<T>),
+    Mora(Mora<T>),
+    Kradapter(KrAdapter<T>),
 }
 
 impl<T: Real> AnyAdapter<T> {
@@ -21,6 +25,10 @@ impl<T: Real> AnyAdapter<T> {
             AnyAdapter::Hira(a) => a,
             AnyAdapter::Abba(a) => a,
             AnyAdapter::Chain(a) => a,
+            AnyAdapter::Dora(a) => a,
+            AnyAdapter::Lokr(a) => a,
+            AnyAdapter::Mora(a) => a,
+            AnyAdapter::Kradapter(a) => a,
         }
     }
 
@@ -31,6 +39,10 @@ impl<T: Real> AnyAdapter<T> {
             AnyAdapter::Hira(a) => a,
             AnyAdapter::Abba(a) => a,
             AnyAdapter::Chain(a) => a,
+            AnyAdapter::Dora(a) => a,
+            AnyAdapter::Lokr(a) => a,
+            AnyAdapter::Mora(a) => a,
+            AnyAdapter::Kradapter(a) => a,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! ABBA chains: ΔW = s·⊙_{i=1..k} (B_i·A_i), the paper's Table 7 ablation (k = 2 is plain ABBA).
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use rand::Rng;
+use serde_json::{Value, json};
 
-use super::method::Factor;
+use super::factor::{Factor, PeftFields};
+use super::init::{Initialised, KaimingA, SvdMethod, kaiming_uniform, svd_factors};
 use super::scaling::AbbaScale;
 use super::{Adapter, MethodKind, check_pair, check_shape};
 use crate::error::{AbbaError, Result};
@@ -140,5 +143,73 @@ impl ChainSpec {
                 ]
             })
             .collect()
+    }
+}
+
+impl ChainSpec {
+    /// Pair 1 from the top-r1 SVD of W0 (the paper's ABBA init), the middle pairs all-ones (1/√r_i entries, so
+    /// B_i·A_i is the all-ones matrix that leaves a Hadamard product unchanged), the last pair B = 0 and A
+    /// Kaiming-uniform: ΔW₀ = 0 and the last B learns from step 0. (The paper's Table 7 does not say how its chains
+    /// start; this is the ABBA init extended.)
+    pub fn init_adapter<T: Real, R: Rng + ?Sized>(
+        &self,
+        w0: ArrayView2<'_, T>,
+        rng: &mut R,
+    ) -> Result<Initialised<AbbaChain<T>, T>> {
+        let (m, n) = w0.dim();
+        let k = self.ranks.len();
+        if k < 2 {
+            return Err(AbbaError::InvalidArgument(
+                "an ABBA chain to fine-tune needs at least two pairs (two is plain ABBA)".into(),
+            ));
+        }
+        let mut pairs = Vec::with_capacity(k);
+        for (i, &r) in self.ranks.iter().enumerate() {
+            pairs.push(if i == 0 {
+                svd_factors(w0, r, SvdMethod::Exact, rng)?
+            } else if i + 1 == k {
+                (
+                    Array2::zeros((m, r)),
+                    kaiming_uniform(r, n, KaimingA::Sqrt5, rng),
+                )
+            } else {
+                let c = T::of(1.0 / (r as f64).sqrt());
+                (Array2::from_elem((m, r), c), Array2::from_elem((r, n), c))
+            });
+        }
+        Ok(Initialised {
+            adapter: AbbaChain::new(pairs, self.scale)?,
+            residual_base: None,
+        })
+    }
+
+    /// Our `ABBA_CHAIN` format (docs/adapter-format.md).
+    pub fn peft_config(&self, dropout: f32) -> Value {
+        json!({
+            "peft_type": "ABBA_CHAIN", "format_version": 1, "ranks": self.ranks,
+            "scale": self.scale.value_for(&self.ranks), "scale_convention": self.scale.name(),
+            "dropout": dropout,
+        })
+    }
+
+    pub fn from_peft(f: &PeftFields<'_>) -> Result<ChainSpec> {
+        let ranks: Vec<usize> = f
+            .cfg
+            .get("ranks")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|r| r as usize)
+                    .collect()
+            })
+            .filter(|r: &Vec<usize>| !r.is_empty() && r.iter().all(|&x| x > 0))
+            .ok_or_else(|| f.bad("field 'ranks' must be a list of positive integers".into()))?;
+        Ok(ChainSpec {
+            ranks,
+            scale: AbbaScale::Explicit {
+                scale: f.float("scale")?,
+            },
+        })
     }
 }

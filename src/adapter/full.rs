@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
-use super::method::Factor;
+use super::factor::Factor;
 use super::{Adapter, MethodKind, check_finite, check_shape};
 use crate::error::{AbbaError, Result};
 use crate::linalg::Real;

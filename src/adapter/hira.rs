@@ -5,8 +5,8 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 use serde_json::{Value, json};
 
+use super::factor::{Factor, PeftFields};
 use super::init::{KaimingA, init_hira};
-use super::method::{Factor, PeftFields};
 use super::{Adapter, MethodKind, check_finite, check_pair, check_shape};
 use crate::error::Result;
 use crate::linalg::{Real, gemm};

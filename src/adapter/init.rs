@@ -133,12 +133,29 @@ pub enum LoraInit {
     Gaussian,
     /// PiSSA: s·B·A = the top-r SVD part of W0; the base becomes the residual.
     Pissa { svd: SvdMethod },
+    /// OLoRA: B = Q[:, :r], A = R[:r] of W0 = QR (no division by s); the base becomes W0 − s·B·A.
+    Olora,
 }
 
 impl LoraInit {
-    /// PiSSA reads W0; the others only its shape.
+    /// PiSSA and OLoRA read W0; the others only its shape.
     pub fn needs_w0(&self) -> bool {
-        matches!(self, LoraInit::Pissa { .. })
+        matches!(self, LoraInit::Pissa { .. } | LoraInit::Olora)
+    }
+
+    /// Whether the init changes the base weight (ΔW₀ ≠ 0, the residual replaces W0).
+    pub fn changes_base(&self) -> bool {
+        self.needs_w0()
+    }
+
+    /// The name a config writes (`kaiming`, `gaussian`, `pissa`, `olora`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            LoraInit::Standard { .. } => "kaiming",
+            LoraInit::Gaussian => "gaussian",
+            LoraInit::Pissa { .. } => "pissa",
+            LoraInit::Olora => "olora",
+        }
     }
 }
 
@@ -174,6 +191,12 @@ pub fn init_lora<T: Real, R: Rng + ?Sized>(
             let root = T::of(scale.value(r).sqrt());
             let lora = Lora::new(b / root, a / root, scale)?;
             Ok(with_residual(lora, w0))
+        }
+        LoraInit::Olora => {
+            let (q, rr) = crate::linalg::qr_thin(w0)?;
+            let b = q.slice(ndarray::s![.., ..r]).to_owned();
+            let a = rr.slice(ndarray::s![..r, ..]).to_owned();
+            Ok(with_residual(Lora::new(b, a, scale)?, w0))
         }
     }
 }
@@ -218,6 +241,12 @@ pub enum AbbaInit {
 }
 
 impl AbbaInit {
+    /// Whether the scheme's ΔW₀ ≠ 0, so that the residual W0 − ΔW₀ replaces the base (all but the paper's final
+    /// scheme and its mirror image).
+    pub fn changes_base(&self) -> bool {
+        !matches!(self, AbbaInit::Paper | AbbaInit::SvdSecond)
+    }
+
     /// Every scheme starts from the SVD (or square root) of W0.
     pub fn needs_w0(&self) -> bool {
         true

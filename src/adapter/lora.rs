@@ -4,8 +4,8 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 use serde_json::{Value, json};
 
+use super::factor::{Factor, PeftFields};
 use super::init::{Initialised, KaimingA, LoraInit, init_lora};
-use super::method::{Factor, PeftFields};
 use super::scaling::LoraScale;
 use super::{Adapter, MethodKind, check_pair, check_shape};
 use crate::error::{AbbaError, Result};
@@ -93,10 +93,13 @@ impl Default for LoraSpec {
 }
 
 impl LoraSpec {
+    /// `pissa` / `olora` for those inits, else `rslora` or `lora` by the scale.
     pub fn name(&self) -> &'static str {
-        match self.scale {
-            LoraScale::Rslora { .. } => "rslora",
-            LoraScale::Standard { .. } | LoraScale::Explicit { .. } => "lora",
+        match (self.init, self.scale) {
+            (LoraInit::Pissa { .. }, _) => "pissa",
+            (LoraInit::Olora, _) => "olora",
+            (_, LoraScale::Rslora { .. }) => "rslora",
+            _ => "lora",
         }
     }
 
@@ -131,24 +134,18 @@ impl LoraSpec {
     }
 
     pub fn from_peft(f: &PeftFields<'_>) -> Result<LoraSpec> {
-        for unsupported in ["use_dora", "fan_in_fan_out"] {
-            if f.flag(unsupported) {
-                return Err(AbbaError::Unsupported {
-                    what: format!("adapter_config.json field {unsupported}"),
-                    message: "true: only plain LoRA and rsLoRA load".into(),
-                });
-            }
-        }
-        if f.cfg
-            .get("rank_pattern")
-            .and_then(Value::as_object)
-            .is_some_and(|m| !m.is_empty())
-        {
+        if f.flag("fan_in_fan_out") {
             return Err(AbbaError::Unsupported {
-                what: "adapter_config.json field rank_pattern".into(),
-                message: "per-module ranks are not supported: use one r for every module".into(),
+                what: "adapter_config.json field fan_in_fan_out".into(),
+                message: "true (Conv1D-style transposed weights): only nn.Linear layouts load"
+                    .into(),
             });
         }
+        Self::read_peft(f)
+    }
+
+    /// The LoRA fields every LoRA-shaped config (plain, rsLoRA, DoRA) has: r, lora_alpha, use_rslora.
+    pub fn read_peft(f: &PeftFields<'_>) -> Result<LoraSpec> {
         let alpha = f.float("lora_alpha")?;
         Ok(LoraSpec {
             r: f.uint("r")?,

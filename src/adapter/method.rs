@@ -13,9 +13,14 @@ use serde_json::Value;
 
 use super::abba::AbbaSpec;
 use super::chain::ChainSpec;
+use super::dora::DoraSpec;
+use super::factor::{Factor, KeyStyle, PeftFields};
 use super::hira::HiraSpec;
 use super::init::Initialised;
+use super::kradapter::KrAdapterSpec;
+use super::lokr::LokrSpec;
 use super::lora::LoraSpec;
+use super::mora::{MoraLayout, MoraSpec, MoraType};
 use super::scaling::{AbbaScale, LoraScale};
 use super::{AnyAdapter, Full};
 use crate::error::{AbbaError, Result};
@@ -32,15 +37,23 @@ pub enum MethodKind {
     Hira,
     Abba,
     AbbaChain,
+    Dora,
+    Lokr,
+    Mora,
+    Kradapter,
 }
 
 impl MethodKind {
-    pub const ALL: [MethodKind; 5] = [
+    pub const ALL: [MethodKind; 9] = [
         MethodKind::Full,
         MethodKind::Lora,
         MethodKind::Hira,
         MethodKind::Abba,
         MethodKind::AbbaChain,
+        MethodKind::Dora,
+        MethodKind::Lokr,
+        MethodKind::Mora,
+        MethodKind::Kradapter,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +63,10 @@ impl MethodKind {
             MethodKind::Hira => "hira",
             MethodKind::Abba => "abba",
             MethodKind::AbbaChain => "abba-chain",
+            MethodKind::Dora => "dora",
+            MethodKind::Lokr => "lokr",
+            MethodKind::Mora => "mora",
+            MethodKind::Kradapter => "kradapter",
         }
     }
 
@@ -62,6 +79,10 @@ impl MethodKind {
             MethodKind::Hira => Method::Hira(HiraSpec::default()),
             MethodKind::Abba => Method::Abba(AbbaSpec::default()),
             MethodKind::AbbaChain => Method::AbbaChain(ChainSpec::default()),
+            MethodKind::Dora => Method::Dora(DoraSpec::default()),
+            MethodKind::Lokr => Method::Lokr(LokrSpec::default()),
+            MethodKind::Mora => Method::Mora(MoraSpec::default()),
+            MethodKind::Kradapter => Method::Kradapter(KrAdapterSpec::default()),
         }
     }
 }
@@ -78,54 +99,16 @@ impl std::fmt::Display for MethodKind {
 pub enum Method {
     /// Full fine-tuning: the dense ΔW (the base weights themselves, on a model) trains.
     Full,
-    /// LoRA, rsLoRA (its scale), PiSSA (its init).
+    /// LoRA, rsLoRA (its scale), PiSSA and OLoRA (its init).
     Lora(LoraSpec),
     Hira(HiraSpec),
     Abba(AbbaSpec),
     AbbaChain(ChainSpec),
-}
-
-/// One trainable factor of a method on an m×n layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Factor {
-    /// The factor's name in the maths (`B1`, `A`, `delta`).
-    pub name: String,
-    /// Its key suffix in our adapter files, which are PEFT's where PEFT has the method (`lora_A.weight`).
-    pub key: String,
-    /// Its key when ABBA is saved as PEFT's LoHa (`hada_w1_a` is B1), for ABBA only.
-    pub loha_key: Option<&'static str>,
-    /// (rows, cols).
-    pub shape: (usize, usize),
-    /// Its index in the ndarray adapter's [`super::Adapter::factors`]. The table itself is in the order of the
-    /// candle variables and of saved files.
-    pub position: usize,
-}
-
-/// How a saved adapter names its tensors: the method's own keys, or PEFT LoHa's for an ABBA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyStyle {
-    Native,
-    Loha,
-}
-
-impl Factor {
-    /// A factor without a LoHa spelling.
-    pub fn new(name: &str, key: &str, shape: (usize, usize), position: usize) -> Factor {
-        Factor {
-            name: name.into(),
-            key: key.into(),
-            loha_key: None,
-            shape,
-            position,
-        }
-    }
-
-    pub fn key_in(&self, style: KeyStyle) -> &str {
-        match (style, self.loha_key) {
-            (KeyStyle::Loha, Some(k)) => k,
-            _ => &self.key,
-        }
-    }
+    Dora(DoraSpec),
+    /// LoKr, and KronA (both factors full).
+    Lokr(LokrSpec),
+    Mora(MoraSpec),
+    Kradapter(KrAdapterSpec),
 }
 
 impl Method {
@@ -136,13 +119,19 @@ impl Method {
             Method::Hira(_) => MethodKind::Hira,
             Method::Abba(_) => MethodKind::Abba,
             Method::AbbaChain(_) => MethodKind::AbbaChain,
+            Method::Dora(_) => MethodKind::Dora,
+            Method::Lokr(_) => MethodKind::Lokr,
+            Method::Mora(_) => MethodKind::Mora,
+            Method::Kradapter(_) => MethodKind::Kradapter,
         }
     }
 
-    /// The name a user writes (`rslora` for a LoRA with the rsLoRA scale).
+    /// The name a user writes (`rslora` for a LoRA with the rsLoRA scale, `pissa` for its PiSSA init, `krona`
+    /// for a LoKr with both factors full).
     pub fn name(&self) -> &'static str {
         match self {
             Method::Lora(s) => s.name(),
+            Method::Lokr(s) => s.name(),
             other => other.kind().name(),
         }
     }
@@ -190,7 +179,67 @@ impl Method {
                 scale: abba,
                 ..s.clone()
             }),
-            Method::Full | Method::Hira(_) => self.clone(),
+            Method::Dora(s) => Method::Dora(DoraSpec { scale: lora, ..*s }),
+            Method::Full
+            | Method::Hira(_)
+            | Method::Lokr(_)
+            | Method::Mora(_)
+            | Method::Kradapter(_) => self.clone(),
+        }
+    }
+
+    /// The same method with the rank and alpha `f(r, alpha)` gives for its own (PEFT's per-module
+    /// `rank_pattern` / `alpha_pattern`); methods without them are unchanged.
+    pub fn with_rank_alpha(&self, f: impl Fn(usize, f64) -> (usize, f64)) -> Method {
+        let lora_scale = |scale: LoraScale, alpha: f64| match scale {
+            LoraScale::Standard { .. } => LoraScale::Standard { alpha },
+            LoraScale::Rslora { .. } => LoraScale::Rslora { alpha },
+            explicit @ LoraScale::Explicit { .. } => explicit,
+        };
+        let alpha_of = |scale: LoraScale| match scale {
+            LoraScale::Standard { alpha } | LoraScale::Rslora { alpha } => alpha,
+            LoraScale::Explicit { .. } => f64::NAN,
+        };
+        match self {
+            Method::Lora(s) => {
+                let (r, alpha) = f(s.r, alpha_of(s.scale));
+                Method::Lora(LoraSpec {
+                    r,
+                    scale: lora_scale(s.scale, alpha),
+                    ..*s
+                })
+            }
+            Method::Dora(s) => {
+                let (r, alpha) = f(s.r, alpha_of(s.scale));
+                Method::Dora(DoraSpec {
+                    r,
+                    scale: lora_scale(s.scale, alpha),
+                    ..*s
+                })
+            }
+            Method::Hira(s) => Method::Hira(HiraSpec {
+                r: f(s.r, f64::NAN).0,
+                ..*s
+            }),
+            Method::Lokr(s) => {
+                let (r, alpha) = f(s.r, s.alpha);
+                Method::Lokr(LokrSpec { r, alpha, ..*s })
+            }
+            Method::Abba(s) => match s.scale {
+                AbbaScale::Loha { alpha } => {
+                    let (r, alpha) = f(s.r1, alpha);
+                    Method::Abba(AbbaSpec {
+                        r1: r,
+                        r2: r,
+                        scale: AbbaScale::Loha { alpha },
+                        ..*s
+                    })
+                }
+                _ => self.clone(),
+            },
+            Method::Full | Method::AbbaChain(_) | Method::Mora(_) | Method::Kradapter(_) => {
+                self.clone()
+            }
         }
     }
 
@@ -202,6 +251,11 @@ impl Method {
             Method::Hira(s) => vec![s.r],
             Method::Abba(s) => vec![s.r1, s.r2],
             Method::AbbaChain(s) => s.ranks.clone(),
+            Method::Dora(s) => vec![s.r],
+            Method::Lokr(s) if s.krona => vec![],
+            Method::Lokr(s) => vec![s.r],
+            Method::Mora(s) => vec![s.r_hat],
+            Method::Kradapter(_) => vec![],
         }
     }
 
@@ -223,6 +277,21 @@ impl Method {
             Method::Hira(s) => s.r.saturating_mul(cap).min(cap),
             Method::Abba(s) => product(&[s.r1, s.r2]).min(cap),
             Method::AbbaChain(s) => product(&s.ranks).min(cap),
+            Method::Dora(_) | Method::Kradapter(_) => cap,
+            Method::Lokr(s) => {
+                let l = s.layout((m, n));
+                let r1 = if l.w1_low_rank {
+                    s.r
+                } else {
+                    l.f_out.min(l.f_in)
+                };
+                let r2 = if l.w2_low_rank { s.r } else { l.p.min(l.q) };
+                product(&[r1, r2]).min(cap)
+            }
+            Method::Mora(s) => match s.kind {
+                MoraType::Sum => s.r_hat.min(cap),
+                MoraType::Rotated => cap,
+            },
         }
     }
 
@@ -241,7 +310,36 @@ impl Method {
         match self {
             Method::Abba(s) => s.scale.validate()?,
             Method::AbbaChain(s) => s.scale.validate()?,
-            Method::Full | Method::Lora(_) | Method::Hira(_) => {}
+            Method::Lokr(s) => {
+                if s.factor == 0 || s.factor < -1 {
+                    return Err(AbbaError::InvalidArgument(format!(
+                        "LoKr factor {} is not usable: use -1 (the divisor pair nearest √dim) or a positive divisor",
+                        s.factor
+                    )));
+                }
+                if !s.krona && s.r == 0 {
+                    return Err(AbbaError::InvalidRank {
+                        rank: 0,
+                        rows: m,
+                        cols: n,
+                    });
+                }
+                return Ok(());
+            }
+            Method::Mora(s) => {
+                MoraLayout::new((m, n), s.r_hat, s.kind)?;
+                return Ok(());
+            }
+            Method::Kradapter(s) if !s.scale.is_finite() => {
+                return Err(AbbaError::InvalidArgument(
+                    "KRAdapter's scale must be a finite number".into(),
+                ));
+            }
+            Method::Full
+            | Method::Lora(_)
+            | Method::Hira(_)
+            | Method::Dora(_)
+            | Method::Kradapter(_) => {}
         }
         self.ranks()
             .into_iter()
@@ -263,6 +361,11 @@ impl Method {
                     .collect::<Vec<_>>()
                     .join("x")
             ),
+            Method::Dora(s) => format!("dora r={}", s.r),
+            Method::Lokr(s) if s.krona => format!("krona f={}", s.factor),
+            Method::Lokr(s) => format!("lokr f={} r={}", s.factor, s.r),
+            Method::Mora(s) => format!("mora type {} r̂={}", s.kind.number(), s.r_hat),
+            Method::Kradapter(_) => "kradapter".into(),
         }
     }
 
@@ -274,15 +377,23 @@ impl Method {
             Method::Hira(s) => s.factors((m, n)),
             Method::Abba(s) => s.factors((m, n)),
             Method::AbbaChain(s) => s.factors((m, n)),
+            Method::Dora(s) => s.factors((m, n)),
+            Method::Lokr(s) => s.factors((m, n)),
+            Method::Mora(s) => s.factors((m, n)),
+            Method::Kradapter(s) => s.factors((m, n)),
         }
     }
 
     /// Whether the method's ΔW or its initialisation reads the frozen weight W0.
     pub fn needs_w0(&self) -> bool {
         match self {
-            Method::Full | Method::AbbaChain(_) => false,
+            Method::Full
+            | Method::AbbaChain(_)
+            | Method::Lokr(_)
+            | Method::Mora(_)
+            | Method::Kradapter(_) => false,
             Method::Lora(s) => s.init.needs_w0(),
-            Method::Hira(_) => true,
+            Method::Hira(_) | Method::Dora(_) => true,
             Method::Abba(s) => s.init.needs_w0(),
         }
     }
@@ -306,12 +417,11 @@ impl Method {
                 residual_base: None,
             },
             Method::Abba(s) => s.init_adapter(w0, rng)?.map(AnyAdapter::Abba),
-            Method::AbbaChain(_) => {
-                return Err(AbbaError::Unsupported {
-                    what: "initialising an ABBA chain on a layer".into(),
-                    message: "chains are fitted in matrix studies only".into(),
-                });
-            }
+            Method::AbbaChain(s) => s.init_adapter(w0, rng)?.map(AnyAdapter::Chain),
+            Method::Dora(s) => s.init_adapter(w0, rng)?.map(AnyAdapter::Dora),
+            Method::Lokr(s) => s.init_adapter(w0, rng)?.map(AnyAdapter::Lokr),
+            Method::Mora(s) => s.init_adapter(w0)?.map(AnyAdapter::Mora),
+            Method::Kradapter(s) => s.init_adapter(w0, rng)?.map(AnyAdapter::Kradapter),
         })
     }
 
@@ -322,13 +432,16 @@ impl Method {
             (Method::Hira(s), KeyStyle::Native) => Ok(s.peft_config(dropout)),
             (Method::Abba(s), KeyStyle::Native) => Ok(s.peft_config(dropout)),
             (Method::Abba(s), KeyStyle::Loha) => s.loha_config(),
-            (Method::Full | Method::AbbaChain(_), _) | (_, KeyStyle::Loha) => {
-                Err(AbbaError::Unsupported {
-                    what: format!("saving a {} adapter as {style:?}", self.name()),
-                    message: "adapter files hold LoRA, rsLoRA, HiRA or ABBA (ABBA also as LoHa)"
-                        .into(),
-                })
-            }
+            (Method::AbbaChain(s), KeyStyle::Native) => Ok(s.peft_config(dropout)),
+            (Method::Dora(s), KeyStyle::Native) => Ok(s.peft_config(dropout)),
+            (Method::Lokr(s), KeyStyle::Native) => Ok(s.peft_config(dropout)),
+            (Method::Mora(s), KeyStyle::Native) => Ok(s.peft_config(dropout)),
+            (Method::Kradapter(s), KeyStyle::Native) => Ok(s.peft_config(dropout)),
+            (Method::Full, _) | (_, KeyStyle::Loha) => Err(AbbaError::Unsupported {
+                what: format!("saving a {} adapter as {style:?}", self.name()),
+                message: "full fine-tuning saves a model, not an adapter; only ABBA saves as LoHa"
+                    .into(),
+            }),
         }
     }
 
@@ -336,23 +449,25 @@ impl Method {
     pub fn from_peft_config(cfg: &Value, path: &std::path::Path) -> Result<(Method, KeyStyle)> {
         let fields = PeftFields { cfg, path };
         let peft_type = cfg.get("peft_type").and_then(Value::as_str).unwrap_or("");
+        let native = |m: Method| Ok((m, KeyStyle::Native));
         match peft_type {
-            "LORA" => Ok((
-                Method::Lora(LoraSpec::from_peft(&fields)?),
-                KeyStyle::Native,
-            )),
-            "HIRA" => Ok((
-                Method::Hira(HiraSpec::from_peft(&fields)?),
-                KeyStyle::Native,
-            )),
+            "LORA" if fields.flag("use_dora") => {
+                native(Method::Dora(DoraSpec::from_peft(&fields)?))
+            }
+            "LORA" => native(Method::Lora(LoraSpec::from_peft(&fields)?)),
+            "HIRA" => native(Method::Hira(HiraSpec::from_peft(&fields)?)),
             "LOHA" => Ok((Method::Abba(AbbaSpec::from_loha(&fields)?), KeyStyle::Loha)),
-            "ABBA" => Ok((
-                Method::Abba(AbbaSpec::from_peft(&fields)?),
-                KeyStyle::Native,
-            )),
+            "ABBA" => native(Method::Abba(AbbaSpec::from_peft(&fields)?)),
+            "ABBA_CHAIN" => native(Method::AbbaChain(ChainSpec::from_peft(&fields)?)),
+            "LOKR" => native(Method::Lokr(LokrSpec::from_peft(&fields)?)),
+            "MORA" => native(Method::Mora(MoraSpec::from_peft(&fields)?)),
+            "KRADAPTER" => native(Method::Kradapter(KrAdapterSpec::from_peft(&fields)?)),
             other => Err(AbbaError::Unsupported {
                 what: "peft_type".into(),
-                message: format!("'{other}' (supported: LORA, HIRA, LOHA, ABBA)"),
+                message: format!(
+                    "'{other}' (supported: LORA with or without DoRA, HIRA, LOHA, LOKR, and ours: ABBA, \\
+                     ABBA_CHAIN, MORA, KRADAPTER)"
+                ),
             }),
         }
     }
@@ -367,50 +482,16 @@ impl Method {
             Method::Hira(s) => serde_json::json!({ "r": s.r }),
             Method::Abba(s) => serde_json::json!({ "r1": s.r1, "r2": s.r2 }),
             Method::AbbaChain(s) => serde_json::json!({ "ranks": s.ranks }),
+            Method::Dora(s) => serde_json::json!({ "r": s.r }),
+            Method::Lokr(s) => serde_json::json!({
+                "factor": s.factor, "r": s.r, "decompose_both": s.decompose_both, "krona": s.krona,
+            }),
+            Method::Mora(s) => serde_json::json!({ "r_hat": s.r_hat, "type": s.kind.number() }),
+            Method::Kradapter(_) => serde_json::json!({}),
         };
         if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), extra) {
             obj.extend(more);
         }
         v
-    }
-}
-
-/// Typed reads of `adapter_config.json` fields, each failure naming the file and the field.
-pub struct PeftFields<'a> {
-    pub cfg: &'a Value,
-    pub path: &'a std::path::Path,
-}
-
-impl PeftFields<'_> {
-    pub fn bad(&self, message: String) -> AbbaError {
-        AbbaError::Format {
-            path: self.path.display().to_string(),
-            format: "adapter_config.json",
-            message,
-        }
-    }
-
-    pub fn uint(&self, key: &str) -> Result<usize> {
-        self.cfg
-            .get(key)
-            .and_then(Value::as_u64)
-            .filter(|&r| r > 0)
-            .map(|r| r as usize)
-            .ok_or_else(|| self.bad(format!("field '{key}' must be a positive integer")))
-    }
-
-    pub fn float(&self, key: &str) -> Result<f64> {
-        self.cfg
-            .get(key)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| self.bad(format!("field '{key}' must be a number")))
-    }
-
-    pub fn flag(&self, key: &str) -> bool {
-        self.cfg.get(key).and_then(Value::as_bool).unwrap_or(false)
-    }
-
-    pub fn string(&self, key: &str) -> Option<&str> {
-        self.cfg.get(key).and_then(Value::as_str)
     }
 }

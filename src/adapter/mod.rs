@@ -14,24 +14,34 @@ mod abba;
 mod any;
 mod chain;
 pub mod convert;
+mod dora;
+pub mod factor;
 mod full;
 mod hira;
 pub mod init;
 pub mod khatri_rao;
+pub mod kradapter;
+pub mod lokr;
 mod lora;
 mod merge;
 pub mod method;
+pub mod mora;
 pub mod scaling;
 pub mod section;
 
 pub use abba::{Abba, AbbaSpec, ForwardCost, ForwardPath};
 pub use any::AnyAdapter;
 pub use chain::{AbbaChain, ChainSpec};
+pub use dora::{Dora, DoraSpec};
+pub use factor::{Factor, KeyStyle};
 pub use full::Full;
 pub use hira::{Hira, HiraSpec};
+pub use kradapter::{KrAdapter, KrAdapterSpec};
+pub use lokr::{Lokr, LokrSpec};
 pub use lora::{Lora, LoraSpec};
 pub use merge::{MergedWeight, merge, unmerge};
-pub use method::{Factor, KeyStyle, Method, MethodKind};
+pub use method::{Method, MethodKind};
+pub use mora::{Mora, MoraSpec, MoraType};
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 

@@ -4,13 +4,30 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::init::{AbbaInit, KaimingA, LoraInit};
+use super::init::{AbbaInit, KaimingA, LoraInit, SvdMethod};
 use super::scaling::{AbbaScale, LoraScale};
-use super::{AbbaSpec, ChainSpec, HiraSpec, LoraSpec, Method};
+use super::{
+    AbbaSpec, ChainSpec, DoraSpec, HiraSpec, KrAdapterSpec, LokrSpec, LoraSpec, Method, MoraSpec,
+    MoraType,
+};
 use crate::error::{AbbaError, Result};
 
-/// The names a user can write, and what each starts from.
-pub const METHOD_NAMES: [&str; 6] = ["lora", "rslora", "hira", "abba", "abba-chain", "full"];
+/// The names a user can write.
+pub const METHOD_NAMES: [&str; 13] = [
+    "lora",
+    "rslora",
+    "pissa",
+    "olora",
+    "dora",
+    "hira",
+    "abba",
+    "abba-chain",
+    "lokr",
+    "krona",
+    "mora",
+    "kradapter",
+    "full",
+];
 
 /// A scale written as a convention name or a number.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,8 +53,19 @@ pub struct MethodSection {
     pub alpha: Option<f64>,
     /// ABBA scale convention: paper (default) | official-code | a number.
     pub scale: Option<ScaleEntry>,
-    /// LoRA: kaiming (default) | gaussian. ABBA: paper (default) or a Table 3 variant.
+    /// LoRA / DoRA: kaiming (default) | gaussian (PiSSA and OLoRA are methods of their own). ABBA: paper
+    /// (default) or a Table 3 variant.
     pub init: Option<String>,
+    /// LoRA-shaped methods (lora, pissa, olora, dora): the rsLoRA scale α/√r.
+    pub rslora: Option<bool>,
+    /// LoKr / KronA: PEFT's `decompose_factor` (−1: the divisor pair nearest √dim).
+    pub factor: Option<i64>,
+    /// LoKr: also factor W1 (PEFT's `decompose_both`).
+    pub decompose_both: Option<bool>,
+    /// MoRA: 1 (sum of chunks) or 6 (rotated chunks, the default); `r_hat` sets r̂ directly, `r` a LoRA rank
+    /// whose budget sets it.
+    pub mora_type: Option<i64>,
+    pub r_hat: Option<usize>,
 }
 
 /// What a section leaves out is taken from here: fine-tuning's defaults, or a study's `lora_scale` and
@@ -98,26 +126,74 @@ impl MethodSection {
         };
         let alpha = self.alpha.unwrap_or(DEFAULT_ALPHA);
         let written = self.alpha.is_some() || self.scale.is_some();
+        let lora_scale = |rs: bool| match defaults.lora_scale {
+            Some(s) if !written && !rs => s,
+            _ if rs => LoraScale::Rslora { alpha },
+            _ => LoraScale::Standard { alpha },
+        };
+        let rslora = self.rslora.unwrap_or(false) || self.method == "rslora";
+        let lora_init = |name: &str| -> Result<LoraInit> {
+            match name {
+                "kaiming" => Ok(LoraInit::Standard {
+                    kaiming: KaimingA::Sqrt5,
+                }),
+                "gaussian" => Ok(LoraInit::Gaussian),
+                other => Err(unknown("LoRA init", other, &["kaiming", "gaussian"])),
+            }
+        };
         Ok(match self.method.as_str() {
-            "lora" | "rslora" => {
-                let scale = match defaults.lora_scale {
-                    Some(s) if !written && self.method == "lora" => s,
-                    _ if self.method == "rslora" => LoraScale::Rslora { alpha },
-                    _ => LoraScale::Standard { alpha },
-                };
-                let init = match self.init.as_deref().unwrap_or("kaiming") {
-                    "kaiming" => LoraInit::Standard {
-                        kaiming: KaimingA::Sqrt5,
+            "lora" | "rslora" | "pissa" | "olora" => {
+                let init = match self.method.as_str() {
+                    "pissa" => LoraInit::Pissa {
+                        svd: SvdMethod::Exact,
                     },
-                    "gaussian" => LoraInit::Gaussian,
-                    other => return Err(unknown("LoRA init", other, &["kaiming", "gaussian"])),
+                    "olora" => LoraInit::Olora,
+                    _ => lora_init(self.init.as_deref().unwrap_or("kaiming"))?,
                 };
                 Method::Lora(LoraSpec {
                     r: rank("r", self.r)?,
-                    scale,
+                    scale: lora_scale(rslora),
                     init,
                 })
             }
+            "dora" => Method::Dora(DoraSpec {
+                r: rank("r", self.r)?,
+                scale: lora_scale(rslora),
+                init: lora_init(self.init.as_deref().unwrap_or("kaiming"))?,
+            }),
+            "lokr" | "krona" => Method::Lokr(LokrSpec {
+                factor: self.factor.unwrap_or(-1),
+                r: if self.method == "krona" {
+                    self.r.unwrap_or(0)
+                } else {
+                    rank("r", self.r)?
+                },
+                alpha: self
+                    .alpha
+                    .unwrap_or(if self.method == "krona" { 1.0 } else { alpha }),
+                decompose_both: self.decompose_both.unwrap_or(false),
+                krona: self.method == "krona",
+            }),
+            "mora" => {
+                let kind = MoraType::from_number(self.mora_type.unwrap_or(6))?;
+                let r_hat = match (self.r_hat, self.r) {
+                    (Some(r), _) => r,
+                    (None, Some(_)) if !sized => 0,
+                    (None, _) if !sized => 0,
+                    (None, _) => {
+                        return Err(AbbaError::InvalidArgument(
+                            "[adapter] mora needs r_hat (the side of M), or use a budget".into(),
+                        ));
+                    }
+                };
+                Method::Mora(MoraSpec { r_hat, kind })
+            }
+            "kradapter" => Method::Kradapter(KrAdapterSpec {
+                scale: match &self.scale {
+                    Some(ScaleEntry::Value(x)) => *x,
+                    _ => KrAdapterSpec::default().scale,
+                },
+            }),
             "hira" => Method::Hira(HiraSpec {
                 r: rank("r", self.r)?,
                 kaiming: KaimingA::Sqrt5,

@@ -9,13 +9,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use abba::finetune::adapters::peft::AdapterSet;
-use abba::finetune::data::{FieldNames, collate, encode_example, read_jsonl};
+use abba::finetune::data::{FieldNames, encode_example, read_jsonl};
 use abba::finetune::device::DeviceChoice;
-use abba::finetune::eval::{evaluate_generation, mean_loss};
+use abba::finetune::eval::{EvalOptions, evaluate};
 use abba::finetune::job::model_io::{load_model, load_tokenizer};
 use abba::finetune::job::spec::ModelSection;
 use abba::finetune::tokenizer::SpecialIds;
-use abba::io::write_atomic;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -63,7 +62,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let tok = load_tokenizer(&section)?;
     let mut model = load_model(&section, &tok, 0, &device)?;
     if let Some(dir) = &args.adapter {
-        AdapterSet::load(dir, &model)?.attach(&mut model);
+        AdapterSet::load(dir, &model)?.attach(&mut model)?;
     }
     let special = SpecialIds::resolve(&tok, model.cfg.bos_token_id, model.cfg.eos_token_id)?;
     let examples = read_jsonl(&args.data, &args.fields)?;
@@ -71,21 +70,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .iter()
         .map(|e| encode_example(&tok, e, &special, args.max_len))
         .collect::<abba::error::Result<Vec<_>>>()?;
-    let batches: Vec<_> = encoded
-        .chunks(8)
-        .map(|c| collate(&c.iter().collect::<Vec<_>>(), special.pad))
-        .collect();
-    let loss = mean_loss(&model, &batches)?;
-    println!(
-        "loss {loss:.4}, perplexity {:.3} over {} examples",
-        loss.exp(),
-        examples.len()
-    );
     let n = args.n.min(examples.len());
-    if n == 0 {
-        return Ok(());
-    }
-    let bar = if std::io::stderr().is_terminal() {
+    let bar = if n > 0 && std::io::stderr().is_terminal() {
         let b = ProgressBar::new(n as u64);
         b.set_style(
             ProgressStyle::with_template("{spinner} eval [{bar:30}] {pos}/{len} {elapsed}")
@@ -95,28 +81,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let report = evaluate_generation(
+    let eval = evaluate(
         &model,
         &tok,
         &special,
-        &examples[..n],
-        args.max_new_tokens,
+        &encoded,
+        &examples,
+        EvalOptions {
+            loss_batch: 8,
+            generate: n,
+            max_new_tokens: args.max_new_tokens,
+            samples: args.samples.as_deref(),
+        },
         |i| bar.set_position(i as u64),
     )?;
     bar.finish_and_clear();
-    println!(
-        "accuracy {:.2}% (last number), exact match {:.2}%, n = {}",
-        100.0 * report.accuracy,
-        100.0 * report.exact_match,
-        report.n
-    );
-    if let Some(path) = &args.samples {
-        let lines: Vec<String> = report
-            .samples
-            .iter()
-            .filter_map(|s| serde_json::to_string(s).ok())
-            .collect();
-        write_atomic(path, (lines.join("\n") + "\n").as_bytes())?;
+    if let (Some(loss), Some(ppl)) = (eval.loss, eval.perplexity) {
+        println!(
+            "loss {loss:.4}, perplexity {ppl:.3} over {} examples",
+            examples.len()
+        );
+    }
+    if let Some(report) = eval.generation {
+        println!(
+            "accuracy {:.2}% (last number), exact match {:.2}%, n = {}",
+            100.0 * report.accuracy,
+            100.0 * report.exact_match,
+            report.n
+        );
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use abba::finetune::device::DeviceChoice;
@@ -32,10 +32,8 @@ pub struct FinetuneArgs {
 }
 
 /// Which kind of job a config describes (`task = "mnist-toy"`, or a Llama job by default).
-fn task_of(path: &PathBuf) -> Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let value: toml::Table = toml::from_str(&text).unwrap_or_default();
+fn task_of(path: &std::path::Path) -> Result<String> {
+    let value: toml::Table = abba::io::load_toml(path, "fine-tuning TOML")?;
     Ok(value
         .get("task")
         .and_then(|v| v.as_str())

@@ -30,7 +30,7 @@ pub fn run(args: MergeAdapterArgs) -> Result<()> {
     let ckpt = Checkpoint::open(&args.model)?;
     let mut model = Llama::load(&ckpt, candle_core::DType::F32, &device)?;
     let set = AdapterSet::load(&args.adapter, &model)?;
-    set.attach(&mut model);
+    set.attach(&mut model)?;
     save_hf_model(&model, &args.out, Some(&args.model.join("tokenizer.json")))?;
     println!(
         "merged {} {} modules into {}",

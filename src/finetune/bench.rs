@@ -8,32 +8,20 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use rand_distr::{Distribution, Normal};
 
-use crate::adapter::ForwardPath;
+use crate::adapter::scaling::AbbaScale;
 use crate::adapter::section::MethodSection;
+use crate::adapter::{AbbaSpec, ForwardPath, Method};
 use crate::error::{AbbaError, Result};
 use crate::finetune::adapters::config::AdapterSection;
 use crate::finetune::adapters::inject::inject;
 use crate::finetune::data::{Encoded, collate};
 use crate::finetune::eval::loss::{batch_tensors, masked_cross_entropy};
+use crate::finetune::layers::AdapterWeights;
 use crate::finetune::layers::ForwardCtx;
-use crate::finetune::layers::adapter::khatri_rao;
+use crate::finetune::layers::frozen::linear_t;
 use crate::finetune::model::{Llama, LlamaShape, ModelConfig};
 use crate::finetune::optim::{AdamW, AdamWConfig, GradAccumulator};
 use crate::rng::{SeededRng, derive, seeded};
-
-/// Resident memory of this process now, MiB (Linux `VmRSS`; 0 where unavailable). With
-/// [`crate::metrics::peak_rss_mib`] it separates what a benchmark allocated from what the process held before.
-pub fn current_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// The training benchmark: a random Llama of `shape`, one fixed batch of random token ids (every target counts in
 /// the loss), `warmup` untimed steps and `steps` timed ones.
@@ -96,6 +84,7 @@ pub fn bench_adapter(method: &str) -> Result<AdapterSection> {
         },
         dropout: 0.0,
         target_modules: None,
+        budget_rank: None,
     })
 }
 
@@ -184,52 +173,15 @@ pub fn finetune_steps(spec: &FinetuneBenchSpec, method: &str) -> Result<Finetune
     })
 }
 
-/// ABBA factors in PEFT layout (A r×n, B m×r) with the scale s, for [`abba_adapter_forward`].
-#[derive(Clone, Debug)]
-pub struct AbbaFactors {
-    pub a1: Var,
-    pub b1: Var,
-    pub a2: Var,
-    pub b2: Var,
-    pub scale: f64,
-}
-
-impl AbbaFactors {
-    pub fn vars(&self) -> [&Var; 4] {
-        [&self.a1, &self.b1, &self.a2, &self.b2]
-    }
-}
-
-/// The ABBA contribution x·ΔWᵀ for rows x (N×n) along the path given, whatever the cost model would choose.
-/// The same maths as `AdapterWeights::Abba`'s forward (`layers/adapter.rs`): Khatri–Rao computes
-/// s·(x·A_krᵀ)·B_krᵀ with the r1r2-wide factors and never forms an m×n matrix; materialised forms
-/// ΔW = s·(B1A1)⊙(B2A2) and multiplies.
-pub fn abba_adapter_forward(x: &Tensor, f: &AbbaFactors, path: ForwardPath) -> Result<Tensor> {
-    let (a1, b1, a2, b2) = (
-        f.a1.as_tensor(),
-        f.b1.as_tensor(),
-        f.a2.as_tensor(),
-        f.b2.as_tensor(),
-    );
-    Ok(match path {
-        ForwardPath::KhatriRao => {
-            let (b_kr, a_kr) = khatri_rao(a1, b1, a2, b2)?;
-            (x.matmul(&a_kr.t()?)?.matmul(&b_kr.t()?)? * f.scale)?
-        }
-        ForwardPath::Materialised => {
-            let delta = ((b1.matmul(a1)? * b2.matmul(a2)?)? * f.scale)?;
-            x.matmul(&delta.t()?)?
-        }
-    })
-}
-
-/// One adapted linear layer y = x·W0ᵀ + x·ΔWᵀ with ABBA factors, a batch of rows x and a fixed upstream gradient
-/// G: forward + backward is the gradient of ⟨y, G⟩ with respect to the four factors (W0 and x are constants).
+/// One adapted linear layer y = x·W0ᵀ + x·ΔWᵀ with an ABBA adapter — the frozen product and adapter layer that
+/// training uses ([`linear_t`], [`AdapterWeights::forward_with`]) — a batch of rows x and a fixed upstream
+/// gradient G: forward + backward is the gradient of ⟨y, G⟩ with respect to the four factors (W0 and x are
+/// constants).
 pub struct LayerProblem {
     pub w0: Tensor,
     pub x: Tensor,
     pub upstream: Tensor,
-    pub factors: AbbaFactors,
+    pub adapter: AdapterWeights,
 }
 
 fn randn(
@@ -257,33 +209,34 @@ impl LayerProblem {
         let w0 = randn(m, n, 1.0 / (n as f32).sqrt(), &mut rng, &device)?;
         let x = randn(batch, n, 1.0, &mut rng, &device)?;
         let upstream = randn(batch, m, 1.0, &mut rng, &device)?;
-        let mut var =
-            |r, c| -> Result<Var> { Ok(Var::from_tensor(&randn(r, c, 0.02, &mut rng, &device)?)?) };
-        let factors = AbbaFactors {
-            a1: var(r1, n)?,
-            b1: var(m, r1)?,
-            a2: var(r2, n)?,
-            b2: var(m, r2)?,
-            scale: 1.0,
-        };
+        let method = Method::Abba(AbbaSpec {
+            r1,
+            r2,
+            scale: AbbaScale::Explicit { scale: 1.0 },
+            ..AbbaSpec::default()
+        });
+        let vars = method
+            .factors((m, n))
+            .iter()
+            .map(|f| {
+                Ok(Var::from_tensor(&randn(
+                    f.shape.0, f.shape.1, 0.02, &mut rng, &device,
+                )?)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(LayerProblem {
             w0,
             x,
             upstream,
-            factors,
+            adapter: AdapterWeights::new(method, vars, (m, n))?,
         })
     }
 
     /// (m, n, r1, r2, batch).
     pub fn dims(&self) -> Result<(usize, usize, usize, usize, usize)> {
         let (m, n) = self.w0.dims2()?;
-        Ok((
-            m,
-            n,
-            self.factors.a1.dim(0)?,
-            self.factors.a2.dim(0)?,
-            self.x.dim(0)?,
-        ))
+        let ranks = self.adapter.method.ranks();
+        Ok((m, n, ranks[0], ranks[1], self.x.dim(0)?))
     }
 
     /// The path [`ForwardPath::cheapest`] picks for this layer and batch.
@@ -293,8 +246,8 @@ impl LayerProblem {
     }
 
     pub fn forward(&self, path: ForwardPath) -> Result<Tensor> {
-        let frozen = self.x.matmul(&self.w0.t()?)?;
-        Ok((frozen + abba_adapter_forward(&self.x, &self.factors, path)?)?)
+        let frozen = linear_t(&self.x, &self.w0)?;
+        Ok((frozen + self.adapter.forward_with(&self.x, &self.w0, path)?)?)
     }
 
     /// Forward, then the gradients of ⟨y, G⟩ for (A1, B1, A2, B2).
@@ -307,8 +260,8 @@ impl LayerProblem {
                 .cloned()
                 .ok_or_else(|| AbbaError::InvalidArgument("a factor received no gradient".into()))
         };
-        let [a1, b1, a2, b2] = self.factors.vars();
-        Ok([get(a1)?, get(b1)?, get(a2)?, get(b2)?])
+        let v = self.adapter.vars();
+        Ok([get(v[0])?, get(v[1])?, get(v[2])?, get(v[3])?])
     }
 }
 

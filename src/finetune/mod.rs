@@ -1,8 +1,13 @@
 //! Full-model fine-tuning on candle: a Llama-family decoder whose projections carry LoRA / HiRA / ABBA adapters,
 //! with training, evaluation, PEFT-compatible adapter I/O and merging.
 //!
-//! candle is reached only from this module tree; the matrix maths (initialisation, conversions) comes from
-//! [`crate::adapter`] through ndarray ([`bridge`]), so the two halves of the crate agree by construction.
+//! The library reaches candle only from this module tree (and the benchmark driver, `crate::bench`, which runs its
+//! measurements); the command line calls into it for fine-tuning commands. What a method is — its factors, their
+//! names and shapes, its initial values — comes from [`crate::adapter::Method`] through ndarray ([`bridge`]), so
+//! the two halves of the crate agree by construction.
+
+/// The candle release this crate builds against (Cargo.toml), for version columns and reports.
+pub const CANDLE_VERSION: &str = "0.11.1";
 
 pub mod adapters;
 pub mod arith;

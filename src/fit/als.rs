@@ -4,8 +4,9 @@
 //! J(θ) = ‖T − ΔW(θ)‖²_F / ‖T‖²_F + λ·Σ‖factor‖²_F
 //! ```
 //!
-//! with the others fixed, so J never increases from one update to the next. ABBA's four factors, HiRA's two
-//! (weights W0) and LoRA's two are all row-wise weighted ridge problems ([`super::weighted_ls`]).
+//! with the others fixed, so J never increases from one update to the next. ABBA's four factors, a chain's pairs,
+//! HiRA's two (weights W0) and LoRA's two are all row-wise weighted ridge problems ([`super::weighted_ls`]);
+//! LoKr, KronA and KRAdapter have their own exact updates ([`super::kron_ls`]).
 
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
@@ -113,9 +114,25 @@ pub fn sweep_with<T: Real>(
             a.a2 =
                 solve_rows_with(cols, target.t(), Some(w.t()), a.b2.t(), lambda)?.reversed_axes();
         }
-        Fitted::Full(_) | Fitted::Chain(_) => {
+        Fitted::Chain(c) => {
+            // Each pair in turn is ABBA's weighted problem, the weights s·Π_{j≠i} B_j·A_j.
+            for i in 0..c.pairs.len() {
+                let mut w = Array2::from_elem(target.dim(), c.scale);
+                for (j, (b, a)) in c.pairs.iter().enumerate() {
+                    if j != i {
+                        w *= &gemm(b.view(), a.view());
+                    }
+                }
+                let (b, a) = &mut c.pairs[i];
+                *b = solve_rows_with(rows, target, Some(w.view()), a.view(), lambda)?;
+                *a = solve_rows_with(cols, target.t(), Some(w.t()), b.t(), lambda)?.reversed_axes();
+            }
+        }
+        Fitted::Lokr(l) => super::kron_ls::lokr_sweep(l, target, lambda)?,
+        Fitted::Kradapter(k) => super::kron_ls::kradapter_sweep(k, target, lambda)?,
+        Fitted::Full(_) | Fitted::Dora(_) | Fitted::Mora(_) => {
             return Err(AbbaError::InvalidArgument(
-                "ALS fits lora, hira and abba; use the svd solver for full and adam for abba chains".into(),
+                "ALS fits lora, hira, abba, abba chains, lokr/krona and kradapter; use the svd (closed-form) solver for full and mora, and adam for dora".into(),
             ));
         }
     }

@@ -3,6 +3,8 @@
 
 pub mod adam;
 pub mod als;
+pub mod kron_ls;
+pub mod lora_pro;
 pub mod oracle;
 pub mod schedule;
 pub mod start;
@@ -11,7 +13,7 @@ pub mod weighted_ls;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Abba, MethodKind};
+use crate::adapter::{Abba, Method, MethodKind};
 
 /// The adapter being fitted: the crate's one enum of adapter instances, under the name the fitters use.
 pub use crate::adapter::AnyAdapter as Fitted;
@@ -28,6 +30,8 @@ pub enum SolverSpec {
     Svd,
     Als(AlsSpec),
     Adam(AdamSpec),
+    /// LoRA-Pro: adjusted gradients, Adam moments on the m×n equivalent gradient (LoRA only).
+    LoraPro(lora_pro::LoraProSpec),
 }
 
 impl SolverSpec {
@@ -36,17 +40,33 @@ impl SolverSpec {
             SolverSpec::Svd => "svd",
             SolverSpec::Als(_) => "als",
             SolverSpec::Adam(_) => "adam",
+            SolverSpec::LoraPro(_) => "lora-pro",
         }
     }
 
-    /// Whether this solver can fit `kind`.
-    pub fn supports(&self, kind: MethodKind) -> bool {
+    /// Whether this solver can fit `method`: closed forms for LoRA (Eckart–Young, also PiSSA/OLoRA against their
+    /// shifted target), full, KronA (the nearest Kronecker product) and MoRA (least squares); ALS for the
+    /// multilinear methods; Adam for all.
+    pub fn supports(&self, method: &Method) -> bool {
         match self {
-            SolverSpec::Svd => matches!(kind, MethodKind::Lora | MethodKind::Full),
-            SolverSpec::Als(_) => {
-                matches!(kind, MethodKind::Lora | MethodKind::Hira | MethodKind::Abba)
-            }
+            SolverSpec::Svd => match method {
+                Method::Lora(_) | Method::Full | Method::Mora(_) => true,
+                Method::Lokr(s) => s.krona,
+                _ => false,
+            },
+            SolverSpec::Als(_) => matches!(
+                method.kind(),
+                MethodKind::Lora
+                    | MethodKind::Hira
+                    | MethodKind::Abba
+                    | MethodKind::AbbaChain
+                    | MethodKind::Lokr
+                    | MethodKind::Kradapter
+            ),
             SolverSpec::Adam(_) => true,
+            SolverSpec::LoraPro(_) => {
+                matches!(method, Method::Lora(s) if !s.init.changes_base())
+            }
         }
     }
 }

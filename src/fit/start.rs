@@ -163,6 +163,38 @@ pub fn initialise<T: Real, R: Rng + ?Sized>(
                 init_abba(w0.view(), *r1, *r2, *abba_scale, AbbaInit::Paper, opts, rng)?.adapter,
             )
         }
+        // The other methods start where their fine-tuning initialisation puts them (ΔW = 0; DoRA on the study's
+        // W0), or from Gaussian factors (DoRA's magnitude then ‖W0‖_row).
+        (
+            Method::Dora(_) | Method::Lokr(_) | Method::Mora(_) | Method::Kradapter(_),
+            FitInit::Random { std },
+        ) => {
+            let w0_t = match config.needs_w0() {
+                true => cast::<T>(&need_w0(w0, config.name())?),
+                false => Array2::zeros((m, n)),
+            };
+            let mut f = config.init::<T, _>(w0_t.view(), rng)?.adapter;
+            let magnitude = if let Fitted::Dora(d) = &f {
+                Some(d.magnitude.clone())
+            } else {
+                None
+            };
+            for mut factor in f.as_adapter_mut().factors_mut() {
+                let (r, c) = factor.dim();
+                factor.assign(&gaussian::<T, _>(r, c, *std, rng));
+            }
+            if let (Fitted::Dora(d), Some(mag)) = (&mut f, magnitude) {
+                d.magnitude = mag;
+            }
+            f
+        }
+        (Method::Dora(_) | Method::Lokr(_) | Method::Mora(_) | Method::Kradapter(_), _) => {
+            let w0_t = match config.needs_w0() {
+                true => cast::<T>(&need_w0(w0, config.name())?),
+                false => Array2::zeros((m, n)),
+            };
+            config.init::<T, _>(w0_t.view(), rng)?.adapter
+        }
         (
             Method::AbbaChain(ChainSpec {
                 ranks,

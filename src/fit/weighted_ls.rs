@@ -51,6 +51,25 @@ fn cholesky_solve(g: &mut [f64], b: &mut [f64], r: usize) -> bool {
     true
 }
 
+/// Solves the small SPD system (G + λ·tr(G)/r·I)·x = b in f64 (λ relative to G's mean diagonal, so a singular G
+/// gets a minimum-norm-like answer); an error if it is still not positive definite.
+pub fn solve_spd(g: &Array2<f64>, b: ndarray::Array1<f64>, lambda: f64) -> Result<Vec<f64>> {
+    let r = g.nrows();
+    let mean_diag = (0..r).map(|i| g[[i, i]]).sum::<f64>() / r.max(1) as f64;
+    let mut flat: Vec<f64> = g.iter().copied().collect();
+    for i in 0..r {
+        flat[i * r + i] += lambda * mean_diag.max(f64::MIN_POSITIVE);
+    }
+    let mut x = b.to_vec();
+    if cholesky_solve(&mut flat, &mut x, r) {
+        Ok(x)
+    } else {
+        Err(AbbaError::NoConvergence {
+            what: "a least-squares solve (the system is not positive definite)".into(),
+        })
+    }
+}
+
 /// m×n and m×r(r+1)/2 buffers reused from one solve to the next (fresh large allocations cost page faults that,
 /// on a small VM, rival the arithmetic).
 #[derive(Default)]

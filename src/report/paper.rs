@@ -1,7 +1,7 @@
-//! The paper's Figure 2 as read off the published plot (DESIGN §3, ±0.003): the reference our runs are drawn
+//! The paper's Figure 2 as read off the published plot (docs/fig2-setup.md, ±0.003): the reference our runs are drawn
 //! against, never a target to tune towards.
 //!
-//! The paper gives neither sizes nor solver; DESIGN infers 1024×1024 targets and the normalised error
+//! The paper gives neither sizes nor solver; docs/fig2-setup.md infers 1024×1024 targets and the normalised error
 //! ‖M − M̂‖²_F / ‖M‖²_F, under which our LoRA (truncated SVD) curves match the LoRA columns to ±0.001.
 
 /// One read-off point: the normalised squared error of LoRA and of ABBA (r1 = r2 = r/2) at LoRA rank `r`.
@@ -23,7 +23,7 @@ const fn pt(panel: &'static str, r: usize, lora: f64, abba: f64) -> PaperPoint {
     }
 }
 
-/// Transcribed column by column from the DESIGN §3 table; `tests/report.rs` spot-checks cells against it.
+/// Transcribed column by column from the table in docs/fig2-setup.md; `tests/report.rs` spot-checks cells against it.
 static FIG2: [PaperPoint; 36] = [
     pt("orthogonal", 8, 0.992, 0.947),
     pt("orthogonal", 16, 0.984, 0.863),

@@ -56,12 +56,13 @@ pub fn write_study_reports(dir: &Path) -> Result<Vec<PathBuf>> {
             .iter()
             .filter(|r| r.budget_rank == top && r.seed == runs[0].seed)
             .collect();
-        let curves: Vec<(String, Vec<_>)> = at_top
-            .iter()
-            .filter(|r| r.solver != "svd")
-            .map(|r| (series_label(r), read_curve(&runs_dir, &r.run_id)))
-            .filter(|(_, c)| !c.is_empty())
-            .collect();
+        let mut curves = Vec::new();
+        for r in at_top.iter().filter(|r| r.solver != "svd") {
+            let curve = read_curve(&runs_dir, &r.run_id)?;
+            if !curve.is_empty() {
+                curves.push((series_label(r), curve));
+            }
+        }
         if !curves.is_empty() {
             let path = dir.join(format!("convergence-{}.png", file_safe(target)));
             plot_convergence(
@@ -71,11 +72,13 @@ pub fn write_study_reports(dir: &Path) -> Result<Vec<PathBuf>> {
             )?;
             written.push(path);
         }
-        let spectra: Vec<(String, Vec<_>)> = at_top
-            .iter()
-            .map(|r| (series_label(r), read_spectrum(&runs_dir, &r.run_id)))
-            .filter(|(_, s)| !s.is_empty())
-            .collect();
+        let mut spectra = Vec::new();
+        for r in &at_top {
+            let spectrum = read_spectrum(&runs_dir, &r.run_id)?;
+            if !spectrum.is_empty() {
+                spectra.push((series_label(r), spectrum));
+            }
+        }
         if let Some((_, first)) = spectra.first() {
             let target_sv: Vec<f64> = first.iter().map(|p| p.target).collect();
             let fits: Vec<(String, Vec<f64>)> = spectra

@@ -11,9 +11,10 @@ use super::record::{CurvePoint, RunRecord, SpectrumPoint, Status};
 use super::spec::Dtype;
 use crate::adapter::Method;
 use crate::error::{AbbaError, Result};
-use crate::fit::{FitOutcome, Fitted, SolverSpec, Stop, adam, als, oracle, start};
+use crate::fit::{FitOutcome, Fitted, SolverSpec, Stop, adam, als, lora_pro, oracle, start};
 use crate::linalg::{Real, Svd, frob2, svd_thin};
-use crate::metrics::{FitMetrics, evaluate, peak_rss_mib};
+use crate::metrics::{FitMetrics, evaluate};
+use crate::process::{Memory, memory_mib};
 use crate::rng::{derive, seeded};
 
 /// A target with what every fit of it needs: its SVD, its norm and the study's W0.
@@ -72,11 +73,46 @@ pub struct RunOutput {
     pub spectrum: Vec<SpectrumPoint>,
 }
 
+/// A method whose initialisation changes the base (PiSSA, OLoRA, most of ABBA's Table 3 inits) reaches
+/// ΔW(θ) − ΔW(θ₀) relative to the original W0: it is fitted to the shifted target T + ΔW(θ₀), from θ₀, and its
+/// update is reported relative to W0. Returns ΔW(θ₀) and the starting adapter, or None for the other methods.
+fn anchor<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<Option<(Array2<f64>, Fitted<T>)>> {
+    let base_changing = match &c.method {
+        Method::Lora(s) => s.init.changes_base(),
+        Method::Abba(s) => s.init.changes_base(),
+        _ => false,
+    };
+    if !base_changing {
+        return Ok(None);
+    }
+    let w0 = p.w0.as_ref().ok_or_else(|| {
+        AbbaError::InvalidArgument(format!(
+            "{} starts from W0's decomposition and needs a W0: add `w0 = {{ kind = \"gaussian\" }}` to the study",
+            c.method.name()
+        ))
+    })?;
+    let init = c
+        .method
+        .init::<T, _>(w0.mapv(T::of).view(), &mut seeded(derive(c.seed, 3)))?;
+    let origin = init.adapter.as_adapter().delta().mapv(|x| x.f64());
+    Ok(Some((origin, init.adapter)))
+}
+
 fn fit<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<(Array2<f64>, FitOutcome)> {
     let mut rng = seeded(derive(c.seed, 3));
-    let target: Array2<T> = p.t.mapv(T::of);
+    let anchored = anchor::<T>(c, p)?;
+    let shifted = anchored.as_ref().map(|(origin, _)| &p.t + origin);
+    let goal = shifted.as_ref().unwrap_or(&p.t);
+    let target: Array2<T> = goal.mapv(T::of);
+    let relative = |f: &Fitted<T>| {
+        let d = f.as_adapter().delta().mapv(|x| x.f64());
+        match &anchored {
+            Some((origin, _)) => d - origin,
+            None => d,
+        }
+    };
     let exact = |f: Fitted<T>| {
-        let delta = f.as_adapter().delta().mapv(|x| x.f64());
+        let delta = relative(&f);
         let objective = crate::metrics::normalised_error(p.t.view(), delta.view());
         let curve = vec![CurvePoint {
             step: 0,
@@ -93,13 +129,23 @@ fn fit<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<(Array2<f64>, FitOu
             },
         )
     };
-    let start =
-        |rng: &mut _| start::initialise::<T, _>(&c.method, &p.svd, p.w0.as_ref(), &c.init, rng);
+    let start = |rng: &mut _| match &anchored {
+        Some((_, adapter)) => Ok(adapter.clone()),
+        None => start::initialise::<T, _>(&c.method, &p.svd, p.w0.as_ref(), &c.init, rng),
+    };
     let (fitted, outcome) = match (&c.solver, &c.method) {
         (SolverSpec::Svd, Method::Lora(l)) => {
-            return Ok(exact(oracle::lora_from_svd(&p.svd, l.r)?));
+            let svd = match &shifted {
+                Some(t) => &crate::linalg::svd_thin(t.view())?,
+                None => &p.svd,
+            };
+            return Ok(exact(oracle::lora_from_svd(svd, l.r)?));
         }
         (SolverSpec::Svd, Method::Full) => return Ok(exact(oracle::full(&p.t)?)),
+        (SolverSpec::Svd, Method::Lokr(s)) if s.krona => {
+            return Ok(exact(oracle::krona(target.view(), s)?));
+        }
+        (SolverSpec::Svd, Method::Mora(s)) => return Ok(exact(oracle::mora(target.view(), s)?)),
         (SolverSpec::Svd, m) => {
             return Err(AbbaError::InvalidArgument(format!(
                 "the svd solver has no closed form for {}",
@@ -116,8 +162,21 @@ fn fit<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<(Array2<f64>, FitOu
             let outcome = adam::run(&mut f, target.view(), p.norm2, spec);
             (f, outcome)
         }
+        (SolverSpec::LoraPro(spec), Method::Lora(_)) => match start(&mut rng)? {
+            Fitted::Lora(mut lora) => {
+                let outcome = lora_pro::run(&mut lora, target.view(), p.norm2, spec)?;
+                (Fitted::Lora(lora), outcome)
+            }
+            _ => unreachable!("a LoRA method starts as a LoRA"),
+        },
+        (SolverSpec::LoraPro(_), m) => {
+            return Err(AbbaError::InvalidArgument(format!(
+                "LoRA-Pro adjusts LoRA's gradients: it fits lora or rslora, not {}",
+                m.label()
+            )));
+        }
     };
-    Ok((fitted.as_adapter().delta().mapv(|x| x.f64()), outcome))
+    Ok((relative(&fitted), outcome))
 }
 
 /// Runs one configuration. Never panics outward and never returns an error: failures become records.
@@ -144,7 +203,7 @@ pub fn run_one(study: &str, c: &RunConfig, cache: &TargetCache) -> RunOutput {
     let wall_s = started.elapsed().as_secs_f64();
     let mut record = blank_record(study, c);
     record.wall_s = wall_s;
-    record.peak_rss_mb = peak_rss_mib();
+    record.peak_rss_mb = memory_mib(Memory::Peak);
     let (curve, spectrum) = match attempt {
         Ok(Ok((p, outcome, metrics))) => {
             record.steps = outcome.steps;
@@ -213,7 +272,11 @@ fn blank_record(study: &str, c: &RunConfig) -> RunRecord {
         Method::Abba(s) => (s.scale.name().to_string(), s.scale.value(s.r1, s.r2)),
         Method::AbbaChain(s) => (s.scale.name().to_string(), s.scale.value_for(&s.ranks)),
         Method::Lora(s) => (s.scale.name().to_string(), s.scale.value(s.r)),
-        Method::Full | Method::Hira(_) => (String::new(), 1.0),
+        Method::Dora(s) => (s.scale.name().to_string(), s.scale.value(s.r)),
+        Method::Lokr(s) if s.krona => ("explicit".into(), s.scale()),
+        Method::Lokr(s) => ("alpha/r".into(), s.scale()),
+        Method::Kradapter(s) => ("explicit".into(), s.scale),
+        Method::Full | Method::Hira(_) | Method::Mora(_) => (String::new(), 1.0),
     };
     RunRecord {
         run_id: c.id(),

@@ -75,7 +75,7 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
                 let (abba_scale, lora_scale) = recorded_scales(&method, spec);
                 for entry in &spec.solvers {
                     let allowed = entry.methods.as_ref().is_none_or(|m| m.contains(&kind));
-                    if allowed && entry.solver.supports(kind) {
+                    if allowed && entry.solver.supports(&method) {
                         runs.push(RunConfig {
                             target: target.clone(),
                             rows: shape.0,
@@ -135,7 +135,12 @@ fn recorded_scales(method: &Method, spec: &StudySpec) -> (AbbaScale, LoraScale) 
         Method::Abba(s) => (s.scale, spec.lora_scale),
         Method::AbbaChain(s) => (s.scale, spec.lora_scale),
         Method::Lora(s) => (spec.abba_scale, s.scale),
-        Method::Full | Method::Hira(_) => (spec.abba_scale, spec.lora_scale),
+        Method::Dora(s) => (spec.abba_scale, s.scale),
+        Method::Full
+        | Method::Hira(_)
+        | Method::Lokr(_)
+        | Method::Mora(_)
+        | Method::Kradapter(_) => (spec.abba_scale, spec.lora_scale),
     }
 }
 

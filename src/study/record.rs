@@ -5,18 +5,20 @@ use serde::{Deserialize, Serialize};
 pub use crate::fit::CurvePoint;
 
 /// The outcome of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Ok,
     /// The objective became non-finite or blew up; the sweep went on.
     Diverged,
     /// The run could not be carried out (bad configuration, I/O); `reason` says why.
+    #[default]
     Failed,
 }
 
-/// One row of `results.csv`. Column order is field order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One row of `results.csv`. Column order is field order: the header is derived from this struct, so a field
+/// added, removed or moved changes the schema (and old files are refused by name rather than misread).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Hash of the resolved configuration (`config`): the run's identity for resume and merge.
     pub run_id: String,

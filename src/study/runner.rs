@@ -113,7 +113,7 @@ pub fn run_study(
     }
     // Runs are the unit of parallelism; each fit's linear algebra stays on its own thread so the two levels
     // never oversubscribe the cores and results do not depend on the thread count.
-    crate::linalg::set_threads(1);
+    let threads = crate::linalg::threads_scope(1);
     let cache = TargetCache::default();
     let write_lock = Mutex::new(());
     let outcomes: Vec<Result<RunRecord>> = pending
@@ -131,7 +131,7 @@ pub fn run_study(
             Ok(out.record)
         })
         .collect();
-    crate::linalg::set_threads(0);
+    drop(threads);
     bar.finish_and_clear();
     let mut records = Vec::with_capacity(outcomes.len());
     for o in outcomes {

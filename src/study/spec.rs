@@ -155,12 +155,45 @@ impl StudySpec {
             return bad("`seeds` is empty: give at least one seed".into());
         }
         self.rules()?;
+        let templates = self.templates()?;
+        for entry in &self.solvers {
+            for kind in entry.methods.iter().flatten() {
+                let method = templates
+                    .iter()
+                    .find(|t| t.kind() == *kind)
+                    .cloned()
+                    .unwrap_or_else(|| kind.template());
+                if !entry.solver.supports(&method) {
+                    return bad(format!(
+                        "the {} solver cannot fit {}: {}",
+                        entry.solver.name(),
+                        kind.name(),
+                        match entry.solver {
+                            SolverSpec::LoraPro(_) =>
+                                "LoRA-Pro adjusts LoRA's gradients, so it takes lora or rslora",
+                            SolverSpec::Svd => "closed forms exist for lora, full, krona and mora",
+                            SolverSpec::Als(_) =>
+                                "ALS fits lora, hira, abba, abba-chain, lokr, krona and kradapter",
+                            SolverSpec::Adam(_) => "",
+                        }
+                    ));
+                }
+            }
+        }
         let kinds: Vec<MethodKind> = self.templates()?.iter().map(Method::kind).collect();
+        // HiRA and DoRA compute with W0; PiSSA, OLoRA and ABBA's Table 3 inits decompose it.
+        let base_changing = |t: &Method| match t {
+            Method::Lora(s) => s.init.changes_base(),
+            Method::Abba(s) => s.init.changes_base(),
+            _ => false,
+        };
         let needs_w0 = kinds.contains(&MethodKind::Hira)
+            || kinds.contains(&MethodKind::Dora)
+            || templates.iter().any(base_changing)
             || self.targets.iter().any(TargetSpec::needs_w0)
             || (self.init == FitInit::Paper && kinds.contains(&MethodKind::Abba));
         if needs_w0 && self.w0.is_none() {
-            return bad("HiRA, hira-structured targets and the paper init need a W0: add `w0 = { kind = \"gaussian\" }`".into());
+            return bad("HiRA, DoRA, PiSSA, OLoRA, hira-structured targets and the paper init need a W0: add `w0 = { kind = \"gaussian\" }`".into());
         }
         Ok(())
     }

@@ -22,50 +22,24 @@ fn to_csv<S: Serialize>(rows: &[S], header: bool) -> Vec<u8> {
     w.into_inner().expect("writing to memory cannot fail")
 }
 
+/// The header line of `results.csv`: serde's field names of [`RunRecord`], in order.
 fn header() -> Vec<u8> {
-    // serde-generated header: serialise a dummy-free header by taking the first line of a one-row CSV.
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(false)
-        .from_writer(Vec::new());
-    w.write_record(header_fields()).expect("in memory");
-    w.into_inner().expect("in memory")
+    let mut bytes = to_csv(&[RunRecord::default()], true);
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    bytes.truncate(end);
+    bytes
 }
 
-/// Column names of `results.csv`, in order.
-pub fn header_fields() -> Vec<&'static str> {
-    vec![
-        "run_id",
-        "study",
-        "target",
-        "rows",
-        "cols",
-        "method",
-        "rule",
-        "budget_rank",
-        "r1",
-        "r2",
-        "params",
-        "solver",
-        "init",
-        "seed",
-        "dtype",
-        "scale_convention",
-        "scale",
-        "status",
-        "reason",
-        "error",
-        "rel_frob",
-        "sv_error",
-        "stable_rank",
-        "effective_rank",
-        "numerical_rank",
-        "steps",
-        "wall_s",
-        "peak_rss_mb",
-        "crate_version",
-        "git_commit",
-        "config",
-    ]
+/// Column names of `results.csv`, in order (from [`RunRecord`]'s fields).
+pub fn header_fields() -> Vec<String> {
+    String::from_utf8_lossy(&header())
+        .trim_end()
+        .split(',')
+        .map(String::from)
+        .collect()
 }
 
 /// Reads every complete record of a results file (missing file = none).
@@ -175,20 +149,29 @@ impl ResultsStore {
     }
 }
 
-/// Reads a run's curve (empty if it has none).
-pub fn read_curve(runs_dir: &Path, run_id: &str) -> Vec<CurvePoint> {
+/// Reads a run's curve (empty if it has none); a malformed row is an error naming the file and line.
+pub fn read_curve(runs_dir: &Path, run_id: &str) -> Result<Vec<CurvePoint>> {
     read_rows(&runs_dir.join(run_id).join("curve.csv"))
 }
 
-/// Reads a run's spectra (empty if it has none).
-pub fn read_spectrum(runs_dir: &Path, run_id: &str) -> Vec<SpectrumPoint> {
+/// Reads a run's spectra (empty if it has none); a malformed row is an error naming the file and line.
+pub fn read_spectrum(runs_dir: &Path, run_id: &str) -> Result<Vec<SpectrumPoint>> {
     read_rows(&runs_dir.join(run_id).join("spectrum.csv"))
 }
 
-fn read_rows<D: serde::de::DeserializeOwned>(path: &Path) -> Vec<D> {
-    csv::Reader::from_path(path)
-        .map(|mut r| r.deserialize().filter_map(|x| x.ok()).collect())
-        .unwrap_or_default()
+fn read_rows<D: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<D>> {
+    let mut reader = match csv::Reader::from_path(path) {
+        Ok(r) => r,
+        Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(csv_err(path, e)),
+    };
+    reader
+        .deserialize()
+        .map(|row| row.map_err(|e| csv_err(path, e)))
+        .collect()
 }
 
 /// Joins result files (e.g. the shards of one study) into `out`, one row per run id; the first occurrence wins.

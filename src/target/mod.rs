@@ -1,4 +1,4 @@
-//! Target matrices for reconstruction studies: the paper's four (as inferred in DESIGN §3), other synthetic
+//! Target matrices for reconstruction studies: the paper's four (as inferred in docs/fig2-setup.md), other synthetic
 //! families, and real matrices loaded from files.
 
 mod load;

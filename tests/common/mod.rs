@@ -92,3 +92,26 @@ pub fn write_npy_f64(path: &std::path::Path, rows: usize, cols: usize, values: &
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(path, npy_bytes("<f8", false, (rows, cols), &data)).unwrap();
 }
+
+/// Solves the square system in the augmented matrix [A | b] by Gaussian elimination with partial pivoting — a
+/// reference independent of the library's solvers.
+pub fn gauss_solve(mut g: Array2<f64>) -> Vec<f64> {
+    let k = g.nrows();
+    for col in 0..k {
+        let pivot = (col..k)
+            .max_by(|&i, &j| g[(i, col)].abs().total_cmp(&g[(j, col)].abs()))
+            .unwrap();
+        for j in 0..=k {
+            g.swap((col, j), (pivot, j));
+        }
+        for row in 0..k {
+            if row != col {
+                let f = g[(row, col)] / g[(col, col)];
+                for j in col..=k {
+                    g[(row, j)] -= f * g[(col, j)];
+                }
+            }
+        }
+    }
+    (0..k).map(|i| g[(i, k)] / g[(i, i)]).collect()
+}

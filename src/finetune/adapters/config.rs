@@ -5,13 +5,17 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::adapter::Method;
-use crate::adapter::section::MethodSection;
+use crate::adapter::section::{Defaults, MethodSection};
+use crate::budget::Budget;
 use crate::error::{AbbaError, Result};
 use crate::finetune::model::TargetModule;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdapterConfig {
+    /// The method; when `budget` is set, a template sized layer by layer.
     pub method: Method,
+    /// Size every adapted layer to this budget ([`crate::budget::sized`]) rather than by the method's own sizes.
+    pub budget: Option<Budget>,
     pub targets: Vec<TargetModule>,
     pub dropout: f32,
 }
@@ -24,6 +28,9 @@ pub struct AdapterSection {
     pub dropout: f32,
     /// Default: all seven projections, as the paper.
     pub target_modules: Option<Vec<String>>,
+    /// Size each layer's adapter to the parameters of a LoRA of this rank on that layer (every method at one
+    /// budget); MoRA's `r` means the same.
+    pub budget_rank: Option<usize>,
 }
 
 /// The layer keys; every other key goes to the method, which refuses the ones it does not know. (serde cannot
@@ -33,6 +40,7 @@ struct LayerKeys {
     #[serde(default)]
     dropout: f32,
     target_modules: Option<Vec<String>>,
+    budget_rank: Option<usize>,
     #[serde(flatten)]
     method: toml::Table,
 }
@@ -46,13 +54,22 @@ impl<'de> Deserialize<'de> for AdapterSection {
             method,
             dropout: keys.dropout,
             target_modules: keys.target_modules,
+            budget_rank: keys.budget_rank,
         })
     }
 }
 
 impl AdapterSection {
     pub fn resolve(&self) -> Result<AdapterConfig> {
-        let method = self.method.resolve()?;
+        // A MoRA given by the LoRA rank it should match is sized per layer, like an explicit budget.
+        let mora_rank = (self.method.method == "mora" && self.method.r_hat.is_none())
+            .then_some(self.method.r)
+            .flatten();
+        let budget = self.budget_rank.or(mora_rank).map(Budget::LoraRank);
+        let method = match budget {
+            Some(_) => self.method.template(Defaults::FINETUNE)?,
+            None => self.method.resolve()?,
+        };
         let targets = match &self.target_modules {
             None => TargetModule::ALL.to_vec(),
             Some(names) if names.is_empty() => {
@@ -74,6 +91,7 @@ impl AdapterSection {
         }
         Ok(AdapterConfig {
             method,
+            budget,
             targets,
             dropout: self.dropout,
         })

@@ -7,6 +7,7 @@ use candle_core::{Tensor, Var};
 
 use super::config::AdapterConfig;
 use crate::adapter::Method;
+use crate::budget::{AbbaRankRule, sized};
 use crate::error::{AbbaError, Result};
 use crate::finetune::bridge::{from_array, to_array};
 use crate::finetune::layers::AdapterWeights;
@@ -56,7 +57,14 @@ pub fn inject(
             continue;
         }
         let mut rng = seeded(derive(seed, index as u64));
-        let weights = initial_adapter(&lin.weight, &cfg.method, &mut rng)?;
+        let method = match cfg.budget {
+            Some(budget) => sized(&cfg.method, budget, AbbaRankRule::Half, lin.shape()?)?,
+            None => cfg.method.clone(),
+        };
+        let (weights, residual) = initial_adapter(&lin.weight, &method, &mut rng)?;
+        if let Some(base) = residual {
+            lin.weight = base;
+        }
         lin.adapter = Some(weights);
         lin.dropout = cfg.dropout;
     }
@@ -72,13 +80,15 @@ pub fn inject(
 }
 
 /// A freshly initialised adapter for a layer with frozen weight `weight` (out × in), on its device and dtype:
-/// the method's initialisation ([`Method::init`]) on ndarray, copied into variables in factor-table order.
-/// `Full` has no adapter and is an error here.
+/// the method's initialisation ([`Method::init`]) on ndarray, copied into variables in factor-table order. When
+/// the initialisation changes the base (ΔW₀ ≠ 0: PiSSA, OLoRA, ABBA's Table 3 variants) it also returns the
+/// residual W0 − ΔW₀ the layer must hold, and the adapter remembers its initial values so that it can be saved for
+/// the original base. `Full` has no adapter and is an error here.
 pub fn initial_adapter(
     weight: &Tensor,
     method: &Method,
     rng: &mut SeededRng,
-) -> Result<AdapterWeights> {
+) -> Result<(AdapterWeights, Option<Tensor>)> {
     if *method == Method::Full {
         return Err(AbbaError::InvalidArgument(
             "full fine-tuning trains the base weights and has no adapter".into(),
@@ -87,29 +97,23 @@ pub fn initial_adapter(
     let (dtype, device) = (weight.dtype(), weight.device().clone());
     let w0 = to_array(weight)?;
     let init = method.init::<f64, _>(w0.view(), rng)?;
-    reject_residual(init.residual_base.is_some(), method)?;
     let adapter = init.adapter.as_adapter();
     let factors = adapter.factors();
-    let vars = method
+    let values = method
         .factors(w0.dim())
         .iter()
-        .map(|f| {
-            let values = factors[f.position].to_owned();
-            Ok(Var::from_tensor(&from_array(&values, dtype, &device)?)?)
-        })
+        .map(|f| from_array(&factors[f.position].to_owned(), dtype, &device))
         .collect::<Result<Vec<_>>>()?;
-    AdapterWeights::new(method.clone(), vars, w0.dim())
-}
-
-/// Inits with ΔW₀ ≠ 0 (PiSSA, most Table 3 variants) would change the frozen base, and an adapter file alone could
-/// no longer reproduce the model; they stay in the matrix studies, where the residual is explicit.
-fn reject_residual(has_residual: bool, method: &Method) -> Result<()> {
-    if has_residual {
-        return Err(AbbaError::Unsupported {
-            what: format!("this {} init in fine-tuning", method.name()),
-            message: "it changes the base weights (ΔW₀ ≠ 0); use LoRA init kaiming/gaussian or ABBA init paper/svd-second"
-                .into(),
-        });
-    }
-    Ok(())
+    let vars = values
+        .iter()
+        .map(|t| Ok(Var::from_tensor(t)?))
+        .collect::<Result<Vec<_>>>()?;
+    let weights = AdapterWeights::new(method.clone(), vars, w0.dim())?;
+    Ok(match &init.residual_base {
+        Some(residual) => (
+            weights.with_origin(values),
+            Some(from_array(residual, dtype, &device)?),
+        ),
+        None => (weights, None),
+    })
 }

@@ -4,6 +4,7 @@ pub mod config;
 pub mod export;
 pub mod inject;
 pub mod peft;
+pub mod peft_rules;
 
 pub use config::{AdapterConfig, AdapterSection};
 pub use inject::{ParamCount, inject};

@@ -1,9 +1,11 @@
 //! Evaluation: greedy generation with a KV cache, GSM8K-style scoring, and loss / perplexity on held-out data.
 
+pub mod evaluate;
 pub mod generate;
 pub mod loss;
 pub mod suite;
 
+pub use evaluate::{EvalOptions, Evaluation, evaluate};
 pub use generate::greedy;
 pub use loss::{masked_cross_entropy, mean_loss};
 pub use suite::{EvalReport, evaluate_generation};

@@ -42,8 +42,6 @@ pub struct FinetuneReport {
     pub candle_version: String,
 }
 
-pub const CANDLE_VERSION: &str = "0.11.1";
-
 impl FinetuneReport {
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)

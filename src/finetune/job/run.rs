@@ -9,19 +9,17 @@ use candle_core::Device;
 
 use super::data_prep::prepare;
 use super::model_io::{load_model, load_tokenizer, save_hf_model};
-use super::report::{CANDLE_VERSION, FinetuneReport};
+use super::report::FinetuneReport;
 use super::spec::FinetuneSpec;
 use crate::adapter::{KeyStyle, Method};
 use crate::error::{AbbaError, Result};
+use crate::finetune::CANDLE_VERSION;
 use crate::finetune::adapters::inject;
 use crate::finetune::adapters::peft::AdapterSet;
-use crate::finetune::data::collate;
 use crate::finetune::device::device_name;
-use crate::finetune::eval::{evaluate_generation, mean_loss};
-use crate::finetune::model::Llama;
+use crate::finetune::eval::{EvalOptions, evaluate};
 use crate::finetune::tokenizer::SpecialIds;
 use crate::finetune::train::{TrainSetup, train};
-use crate::io::write_atomic;
 
 pub struct RunOptions {
     pub device: Device,
@@ -90,31 +88,28 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         )?;
     }
 
-    let (eval_loss, eval_ppl) =
-        held_out_loss(&model, &data.eval, special.pad, spec.eval.batch_size)?;
-    let n_gen = spec.eval.generate.min(data.eval_examples.len());
-    let generation = if n_gen > 0 && !outcome.diverged {
-        let report = evaluate_generation(
-            &model,
-            &tok,
-            &special,
-            &data.eval_examples[..n_gen],
-            spec.eval.max_new_tokens,
-            |_| {},
-        )?;
-        let lines: Vec<String> = report
-            .samples
-            .iter()
-            .filter_map(|s| serde_json::to_string(s).ok())
-            .collect();
-        write_atomic(
-            &out.join("samples.jsonl"),
-            (lines.join("\n") + "\n").as_bytes(),
-        )?;
-        Some(report)
+    // A diverged model's answers say nothing: its held-out loss (NaN) is the record.
+    let n_gen = if outcome.diverged {
+        0
     } else {
-        None
+        spec.eval.generate.min(data.eval_examples.len())
     };
+    let samples = out.join("samples.jsonl");
+    let eval = evaluate(
+        &model,
+        &tok,
+        &special,
+        &data.eval,
+        &data.eval_examples,
+        EvalOptions {
+            loss_batch: spec.eval.batch_size,
+            generate: n_gen,
+            max_new_tokens: spec.eval.max_new_tokens,
+            samples: Some(&samples),
+        },
+        |_| {},
+    )?;
+    let generation = eval.generation;
 
     let report = FinetuneReport {
         name: spec.name.clone(),
@@ -132,8 +127,8 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         truncated_away: data.truncated_away,
         first_loss: outcome.first_loss,
         last_loss: outcome.last_loss,
-        eval_loss,
-        eval_perplexity: eval_ppl,
+        eval_loss: eval.loss,
+        eval_perplexity: eval.perplexity,
         eval_accuracy: generation.as_ref().map(|g| g.accuracy),
         eval_exact_match: generation.as_ref().map(|g| g.exact_match),
         eval_generated: n_gen,
@@ -141,7 +136,7 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         tokens_per_s: outcome.tokens_per_s,
         train_seconds: outcome.seconds,
         wall_seconds: wall.elapsed().as_secs_f64(),
-        peak_rss_mib: crate::metrics::peak_rss_mib(),
+        peak_rss_mib: crate::process::memory_mib(crate::process::Memory::Peak),
         resumed_from: outcome.resumed_from,
         abba_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("ABBA_GIT_COMMIT").into(),
@@ -153,28 +148,6 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
 
 fn tokenizer_file(model_path: &Option<PathBuf>) -> Option<PathBuf> {
     model_path.as_ref().map(|p| p.join("tokenizer.json"))
-}
-
-fn held_out_loss(
-    model: &Llama,
-    eval: &[crate::finetune::data::Encoded],
-    pad: u32,
-    batch_size: usize,
-) -> Result<(Option<f64>, Option<f64>)> {
-    if eval.is_empty() {
-        return Ok((None, None));
-    }
-    if batch_size == 0 {
-        return Err(AbbaError::InvalidArgument(
-            "[eval] batch_size must be at least 1".into(),
-        ));
-    }
-    let batches: Vec<_> = eval
-        .chunks(batch_size)
-        .map(|c| collate(&c.iter().collect::<Vec<_>>(), pad))
-        .collect();
-    let loss = mean_loss(model, &batches)?;
-    Ok((Some(loss), Some(loss.exp())))
 }
 
 /// True when `dir` holds a finished run's report.

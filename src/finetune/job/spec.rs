@@ -148,6 +148,9 @@ impl FinetuneSpec {
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
             return bad("[data] eval_fraction must be in [0, 1)");
         }
+        if self.eval.batch_size == 0 {
+            return bad("[eval] batch_size must be at least 1");
+        }
         self.adapter.resolve()?;
         self.train.validate()
     }

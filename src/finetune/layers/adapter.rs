@@ -6,7 +6,9 @@
 
 use candle_core::{DType, Tensor, Var};
 
-use crate::adapter::{ForwardPath, Method};
+use super::methods;
+use crate::adapter::mora::MoraLayout;
+use crate::adapter::{ForwardPath, Method, MoraSpec};
 use crate::error::{AbbaError, Result};
 
 #[derive(Clone, Debug)]
@@ -17,6 +19,10 @@ pub struct AdapterWeights {
     vars: Vec<Var>,
     /// (m, n) of the adapted layer.
     shape: (usize, usize),
+    /// The factors' initial values when the initialisation changed the base (PiSSA, OLoRA, ABBA's Table 3
+    /// variants): the layer then holds W0 − ΔW(θ₀), and the update relative to the original W0 is
+    /// ΔW(θ) − ΔW(θ₀). Frozen tensors, in factor-table order.
+    pub origin: Option<Vec<Tensor>>,
 }
 
 impl AdapterWeights {
@@ -45,7 +51,28 @@ impl AdapterWeights {
             method,
             vars,
             shape,
+            origin: None,
         })
+    }
+
+    /// The same adapter remembering its initial values (see [`Self::origin`]).
+    pub fn with_origin(mut self, origin: Vec<Tensor>) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// ΔW(θ₀) of the initial values, if the initialisation changed the base: what the base lost, W0 minus the
+    /// residual the layer holds.
+    pub fn origin_delta(&self, w0: &Tensor) -> Result<Option<Tensor>> {
+        let Some(origin) = &self.origin else {
+            return Ok(None);
+        };
+        let vars = origin
+            .iter()
+            .map(|t| Ok(Var::from_tensor(t)?))
+            .collect::<Result<Vec<_>>>()?;
+        let initial = AdapterWeights::new(self.method.clone(), vars, self.shape)?;
+        Ok(Some(initial.delta(w0)?))
     }
 
     pub fn vars(&self) -> Vec<&Var> {
@@ -96,8 +123,46 @@ impl AdapterWeights {
                 let q = self.t("B2")?.matmul(self.t("A2")?)?;
                 ((p * q)? * s.scale.value(s.r1, s.r2))?
             }
-            Method::Full | Method::AbbaChain(_) => return Err(self.not_a_layer()),
+            Method::AbbaChain(s) => {
+                let t: Vec<&Tensor> = self.vars.iter().map(|v| v.as_tensor()).collect();
+                methods::chain::delta(&t, s.scale.value_for(&s.ranks))?
+            }
+            Method::Dora(s) => methods::dora::delta(
+                w0,
+                self.t("A")?,
+                self.t("B")?,
+                self.t("magnitude")?,
+                s.scale.value(s.r),
+            )?,
+            Method::Lokr(s) => {
+                let (w1, w2) = self.kron_parts()?;
+                methods::lokr::delta(&w1, &w2, s.scale())?
+            }
+            Method::Mora(s) => methods::mora::delta(self.t("M")?, &self.mora_layout(s)?)?,
+            Method::Kradapter(s) => {
+                methods::kradapter::delta(self.t("U")?, self.t("V")?, self.shape, s.scale)?
+            }
+            Method::Full => return Err(self.not_a_layer()),
         })
+    }
+
+    /// LoKr's W1 and W2 (each full, or the product of its low-rank pair).
+    fn kron_parts(&self) -> Result<(Tensor, Tensor)> {
+        let table = self.method.factors(self.shape);
+        let of = |w: &str| -> Result<Tensor> {
+            let parts: Vec<&Tensor> = table
+                .iter()
+                .zip(&self.vars)
+                .filter(|(f, _)| f.name.starts_with(w))
+                .map(|(_, v)| v.as_tensor())
+                .collect();
+            methods::lokr::part(&parts)
+        };
+        Ok((of("w1")?, of("w2")?))
+    }
+
+    fn mora_layout(&self, s: &MoraSpec) -> Result<MoraLayout> {
+        MoraLayout::new(self.shape, s.r_hat, s.kind)
     }
 
     /// The adapter's contribution x·ΔWᵀ for rows x (N×n). ABBA picks the Khatri–Rao or materialised path with
@@ -127,16 +192,28 @@ impl AdapterWeights {
                 }
                 ForwardPath::Materialised => Ok(x.matmul(&self.delta(w0)?.t()?)?),
             },
-            Method::Full | Method::AbbaChain(_) => Err(self.not_a_layer()),
+            Method::AbbaChain(_) | Method::Kradapter(_) => Ok(x.matmul(&self.delta(w0)?.t()?)?),
+            Method::Dora(s) => methods::dora::forward(
+                x,
+                w0,
+                self.t("A")?,
+                self.t("B")?,
+                self.t("magnitude")?,
+                s.scale.value(s.r),
+            ),
+            Method::Lokr(s) => {
+                let (w1, w2) = self.kron_parts()?;
+                methods::lokr::forward(x, &w1, &w2, s.scale())
+            }
+            Method::Mora(s) => methods::mora::forward(x, self.t("M")?, &self.mora_layout(s)?),
+            Method::Full => Err(self.not_a_layer()),
         }
     }
 
     fn not_a_layer(&self) -> AbbaError {
         AbbaError::Unsupported {
             what: format!("{} as a layer adapter", self.method.name()),
-            message:
-                "full fine-tuning trains the base weights; chains are fitted in matrix studies only"
-                    .into(),
+            message: "full fine-tuning trains the base weights, not an adapter".into(),
         }
     }
 
@@ -146,10 +223,19 @@ impl AdapterWeights {
             .iter()
             .map(|v| Ok(Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?))
             .collect::<Result<Vec<_>>>()?;
+        let origin = match &self.origin {
+            Some(o) => Some(
+                o.iter()
+                    .map(|t| t.to_dtype(dtype))
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
         Ok(AdapterWeights {
             method: self.method.clone(),
             vars,
             shape: self.shape,
+            origin,
         })
     }
 }

@@ -4,6 +4,7 @@ pub mod adapter;
 pub mod context;
 pub mod frozen;
 pub mod linear;
+pub mod methods;
 
 pub use adapter::AdapterWeights;
 pub use context::ForwardCtx;

@@ -11,6 +11,22 @@ use super::target::TargetModule;
 use crate::error::{AbbaError, Result};
 use crate::finetune::layers::{AdaptedLinear, ForwardCtx};
 
+/// Hugging Face's tensor names for a Llama-family checkpoint, spelled once (projection paths come from
+/// [`super::TargetModule::module_path`]).
+mod hf {
+    pub const EMBED: &str = "model.embed_tokens.weight";
+    pub const NORM: &str = "model.norm.weight";
+    pub const LM_HEAD: &str = "lm_head.weight";
+
+    pub fn input_norm(layer: usize) -> String {
+        format!("model.layers.{layer}.input_layernorm.weight")
+    }
+
+    pub fn post_attention_norm(layer: usize) -> String {
+        format!("model.layers.{layer}.post_attention_layernorm.weight")
+    }
+}
+
 /// Rotary tables are built for at most this many positions (Llama 3 declares 131072; a table that long would
 /// cost memory for nothing in fine-tuning).
 const MAX_ROPE_POSITIONS: usize = 32_768;
@@ -49,11 +65,8 @@ impl Llama {
                     Ok(AdaptedLinear::new(w, b))
                 };
             blocks.push(Block {
-                input_norm: get(&format!("model.layers.{l}.input_layernorm.weight"), &[h])?,
-                post_attention_norm: get(
-                    &format!("model.layers.{l}.post_attention_layernorm.weight"),
-                    &[h],
-                )?,
+                input_norm: get(&hf::input_norm(l), &[h])?,
+                post_attention_norm: get(&hf::post_attention_norm(l), &[h])?,
                 q: lin(TargetModule::Q, q_out, h, cfg.qkv_bias)?,
                 k: lin(TargetModule::K, kv_out, h, cfg.qkv_bias)?,
                 v: lin(TargetModule::V, kv_out, h, cfg.qkv_bias)?,
@@ -67,11 +80,11 @@ impl Llama {
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
-            Some(get("lm_head.weight", &[v, h])?)
+            Some(get(hf::LM_HEAD, &[v, h])?)
         };
         Ok(Llama {
-            embed: get("model.embed_tokens.weight", &[v, h])?,
-            norm: get("model.norm.weight", &[h])?,
+            embed: get(hf::EMBED, &[v, h])?,
+            norm: get(hf::NORM, &[h])?,
             blocks,
             lm_head,
             rope: Rope::new(
@@ -229,19 +242,16 @@ impl Llama {
     /// The model's base weights under their Hugging Face names, with adapters merged in (W0 + ΔW) when present.
     pub fn named_weights(&self, merge_adapters: bool) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![
-            ("model.embed_tokens.weight".to_string(), self.embed.clone()),
-            ("model.norm.weight".to_string(), self.norm.clone()),
+            (hf::EMBED.to_string(), self.embed.clone()),
+            (hf::NORM.to_string(), self.norm.clone()),
         ];
         if let Some(head) = &self.lm_head {
-            out.push(("lm_head.weight".to_string(), head.clone()));
+            out.push((hf::LM_HEAD.to_string(), head.clone()));
         }
         for (l, block) in self.blocks.iter().enumerate() {
+            out.push((hf::input_norm(l), block.input_norm.clone()));
             out.push((
-                format!("model.layers.{l}.input_layernorm.weight"),
-                block.input_norm.clone(),
-            ));
-            out.push((
-                format!("model.layers.{l}.post_attention_layernorm.weight"),
+                hf::post_attention_norm(l),
                 block.post_attention_norm.clone(),
             ));
         }
@@ -268,20 +278,14 @@ impl Llama {
             vars.push((name, var));
             Ok(())
         };
-        track("model.embed_tokens.weight".into(), &mut self.embed)?;
-        track("model.norm.weight".into(), &mut self.norm)?;
+        track(hf::EMBED.into(), &mut self.embed)?;
+        track(hf::NORM.into(), &mut self.norm)?;
         if let Some(head) = &mut self.lm_head {
-            track("lm_head.weight".into(), head)?;
+            track(hf::LM_HEAD.into(), head)?;
         }
         for (l, block) in self.blocks.iter_mut().enumerate() {
-            track(
-                format!("model.layers.{l}.input_layernorm.weight"),
-                &mut block.input_norm,
-            )?;
-            track(
-                format!("model.layers.{l}.post_attention_layernorm.weight"),
-                &mut block.post_attention_norm,
-            )?;
+            track(hf::input_norm(l), &mut block.input_norm)?;
+            track(hf::post_attention_norm(l), &mut block.post_attention_norm)?;
         }
         for (path, _, lin) in self.linears_mut() {
             track(format!("{path}.weight"), &mut lin.weight)?;

@@ -79,7 +79,10 @@ pub fn prepare(mlp: &mut Mlp, method: MethodKind, budget: &Budget, seed: u64) ->
             AbbaRankRule::Half,
             shape,
         )?;
-        let weights = initial_adapter(&layer.weight, &sized, &mut rng)?;
+        let (weights, residual) = initial_adapter(&layer.weight, &sized, &mut rng)?;
+        if let Some(base) = residual {
+            layer.weight = base;
+        }
         vars.extend(weights.vars().into_iter().cloned());
         layer.adapter = Some(weights);
     }

@@ -1,9 +1,15 @@
-//! Timing of the hot loops (one Adam step and one ALS sweep of an ABBA fit), shared by the criterion benches and
-//! `abba bench`. Speed is measured here, never asserted in tests.
+//! The `fit` suite: timing of the hot loops (one Adam step and one ALS sweep of an ABBA fit) beside PyTorch's Adam
+//! step, shared by the criterion benches and `abba bench`.
 
 use std::time::Instant;
 
+use anyhow::{Context, Result};
 use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use super::child::{self, TempScript, TorchVersions};
+use super::rows::{self, round};
+use super::{BenchOptions, ours_version};
 
 use crate::adapter::Abba;
 use crate::adapter::scaling::AbbaScale;
@@ -96,4 +102,89 @@ pub fn gemm_floor_ms(p: &AbbaProblem, warmup: usize, iters: usize) -> f64 {
         let _ = gemm(pm.view(), a.a2.t());
         let _ = gemm(a.b2.t(), qm.view());
     })
+}
+
+const TORCH_SCRIPT: &str = include_str!("../../benches/torch_abba_step.py");
+
+/// One row of `fit_step.csv`.
+#[derive(Serialize)]
+struct FitRow {
+    implementation: &'static str,
+    operation: &'static str,
+    m: usize,
+    n: usize,
+    r1: usize,
+    r2: usize,
+    threads: usize,
+    ms: f64,
+    ratio_to_pytorch_adam: Option<f64>,
+    ratio_to_gemm_floor: f64,
+    version: String,
+}
+
+/// What `benches/torch_abba_step.py` prints.
+#[derive(Deserialize)]
+struct TorchStep {
+    ms_per_step: f64,
+    #[serde(flatten)]
+    versions: TorchVersions,
+}
+
+fn torch_step(opts: &BenchOptions) -> Result<TorchStep> {
+    let script = TempScript::new("abba-torch-bench", TORCH_SCRIPT)?;
+    let (n, r) = (opts.size.to_string(), opts.rank.to_string());
+    let args = child::flags(&[
+        ("m", n.clone()),
+        ("n", n),
+        ("r1", r.clone()),
+        ("r2", r),
+        ("steps", opts.iters.to_string()),
+    ]);
+    let m: child::Measured<TorchStep> =
+        child::python(&opts.python, script.path(), &args, opts.threads)
+            .context("the PyTorch Adam step")?;
+    Ok(m.value)
+}
+
+/// Our Adam step, ALS sweep and GEMM floor beside PyTorch's Adam step, into `opts.fit_out`.
+pub fn run_suite(opts: &BenchOptions) -> Result<()> {
+    let (n, r) = (opts.size, opts.rank);
+    let mut p = AbbaProblem::new(n, n, r, r, 0);
+    let floor = gemm_floor_ms(&p, 3, opts.iters);
+    let adam = adam_step_ms(&mut p, 3, opts.iters);
+    let mut p = AbbaProblem::new(n, n, r, r, 0);
+    let als = als_sweep_ms(&mut p, 1, (opts.iters / 5).max(3));
+    let torch = torch_step(opts)
+        .inspect_err(|e| child::warn_skipped(e, "torch"))
+        .ok();
+    let ours = ours_version();
+    let row = |implementation, operation, ms: f64, to_torch: Option<f64>, version: String| FitRow {
+        implementation,
+        operation,
+        m: n,
+        n,
+        r1: r,
+        r2: r,
+        threads: opts.threads,
+        ms: round(ms, 3),
+        ratio_to_pytorch_adam: to_torch.map(|x| round(x, 3)),
+        ratio_to_gemm_floor: round(ms / floor, 3),
+        version,
+    };
+    let t = torch.as_ref().map(|t| t.ms_per_step);
+    let mut out = vec![
+        row("abba", "gemm-floor-6-products", floor, None, ours.clone()),
+        row("abba", "adam-step", adam, t.map(|t| adam / t), ours.clone()),
+        row("abba", "als-sweep", als, None, ours),
+    ];
+    if let Some(t) = &torch {
+        out.push(row(
+            "pytorch",
+            "adam-step",
+            t.ms_per_step,
+            Some(1.0),
+            t.versions.label(),
+        ));
+    }
+    rows::write(&opts.fit_out, &out)
 }
