@@ -8,11 +8,16 @@
 //! - a directory is filled under a hidden sibling name, the old one (if any) is moved aside, the new one renamed
 //!   in, and the old one removed; if the second rename fails the old directory is put back;
 //! - an append is one `write` followed by `fdatasync`, so a killed process leaves at most a torn last line.
+//!
+//! Data files are read through [`open_decompressed`] / [`read_decompressed`], so every loader of text accepts
+//! gzip-compressed files too, recognised by their magic bytes rather than their name.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use flate2::read::MultiGzDecoder;
 
 use crate::error::{AbbaError, Result};
 
@@ -65,6 +70,31 @@ pub fn read_to_string(path: &Path) -> Result<String> {
 /// Reads a whole file.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| AbbaError::io(path, e))
+}
+
+/// The first two bytes of every gzip file.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Opens `path` for buffered reading. A gzip file — recognised by its magic bytes, not its name, so a renamed file
+/// still loads — is decompressed as it is read (all members, as `zcat` does). The error is left bare so callers
+/// can name the path and say what to do.
+pub fn open_decompressed(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
+    let mut file = File::open(path)?;
+    let mut head = Vec::with_capacity(2);
+    (&mut file).take(2).read_to_end(&mut head)?;
+    file.rewind()?;
+    Ok(if head == GZIP_MAGIC {
+        Box::new(BufReader::new(MultiGzDecoder::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    })
+}
+
+/// The whole content of `path`, decompressed if it is gzip (see [`open_decompressed`]).
+pub fn read_decompressed(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    open_decompressed(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` atomically.
@@ -227,6 +257,49 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_plain_and_gzip_files_by_content_not_name() {
+        let d = scratch("gz");
+        let text = b"line one\nline two\n";
+        let cases: [(&str, Vec<u8>); 3] = [
+            ("plain.txt", text.to_vec()),
+            ("packed.txt.gz", gzip(text)),
+            ("renamed.txt", gzip(text)),
+        ];
+        for (name, bytes) in &cases {
+            fs::write(d.join(name), bytes).unwrap();
+            assert_eq!(read_decompressed(&d.join(name)).unwrap(), text, "{name}");
+        }
+        // Two concatenated members, as `cat a.gz b.gz` makes.
+        let mut two = gzip(b"line one\n");
+        two.extend(gzip(b"line two\n"));
+        fs::write(d.join("two.gz"), two).unwrap();
+        assert_eq!(read_decompressed(&d.join("two.gz")).unwrap(), text);
+        let lines: Vec<String> = open_decompressed(&d.join("packed.txt.gz"))
+            .unwrap()
+            .lines()
+            .map(|l| l.unwrap())
+            .collect();
+        assert_eq!(lines, ["line one", "line two"]);
+        // Files shorter than the magic are plain; a gzip header over a broken stream is an error, not garbage.
+        for short in [&b""[..], b"x", &GZIP_MAGIC[..1]] {
+            fs::write(d.join("short"), short).unwrap();
+            assert_eq!(read_decompressed(&d.join("short")).unwrap(), short);
+        }
+        let mut broken = gzip(text);
+        broken.truncate(broken.len() / 2);
+        fs::write(d.join("broken.gz"), broken).unwrap();
+        assert!(read_decompressed(&d.join("broken.gz")).is_err());
+        assert!(read_decompressed(&d.join("missing")).is_err());
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

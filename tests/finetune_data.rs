@@ -1,6 +1,8 @@
 //! Instruction data, tokenisers, batching, the arithmetic generator and GSM8K scoring, each checked against an
 //! independent reference (literal templates, hand-computed ids, re-evaluated arithmetic, HF tokenizer outputs).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -10,10 +12,13 @@ use abba::finetune::data::{
     ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, Batcher, Encoded, Example, FieldNames,
     alpaca_prompt, collate, encode_example, lm_windows, read_jsonl,
 };
+use abba::finetune::job::data_prep::prepare;
+use abba::finetune::job::spec::DataSection;
 use abba::finetune::scoring::{
     exact_match, is_correct, last_number, numbers_match, reference_answer,
 };
 use abba::finetune::tokenizer::{SpecialIds, TextTokenizer};
+use common::shipped_data;
 
 /// A fresh path under the system temp dir, unique per process and call.
 fn temp_path(tag: &str, ext: &str) -> PathBuf {
@@ -224,13 +229,10 @@ fn field_names_parse_from_strings_and_toml() {
     assert_eq!(FieldNames::default(), FieldNames::QuestionAnswer);
 }
 
+/// Uses data/gsm8k/test.jsonl.gz (GSM8K, MIT; see data/README.md).
 #[test]
 fn gsm8k_test_split_reads_and_every_reference_parses() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/gsm8k/test.jsonl");
-    if !path.exists() {
-        println!("skipping: {} not present", path.display());
-        return;
-    }
+    let path = shipped_data("gsm8k/test.jsonl.gz");
     let data = read_jsonl(&path, &FieldNames::QuestionAnswer).unwrap();
     assert_eq!(data.len(), 1319);
     for (i, e) in data.iter().enumerate() {
@@ -452,6 +454,64 @@ fn write_jsonl_roundtrips_through_read_jsonl() {
     assert_eq!(read_jsonl(&p, &FieldNames::QuestionAnswer).unwrap(), probs);
     std::fs::remove_file(&p).unwrap();
     assert!(write_jsonl(&p, &[]).is_err());
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// JSONL and plain-text corpora load the same gzip-compressed, whatever the file is called.
+#[test]
+fn gzip_files_read_like_the_plain_ones() {
+    let probs = arithmetic_problems(12, 5);
+    let plain = temp_path("plain", "jsonl");
+    write_jsonl(&plain, &probs).unwrap();
+    let bytes = std::fs::read(&plain).unwrap();
+    for ext in ["jsonl.gz", "jsonl"] {
+        let packed = temp_path("packed", ext);
+        std::fs::write(&packed, gzip(&bytes)).unwrap();
+        assert_eq!(
+            read_jsonl(&packed, &FieldNames::QuestionAnswer).unwrap(),
+            probs
+        );
+        std::fs::remove_file(&packed).unwrap();
+    }
+
+    let text = "To be, or not to be, that is the question:\n".repeat(20);
+    let (tok, special) = (TextTokenizer::bytes(), byte_special());
+    let windows = |path: &Path| {
+        let section: DataSection = toml::from_str(&format!(
+            "text = {:?}\nmax_len = 33\neval_fraction = 0.25",
+            path.display().to_string()
+        ))
+        .unwrap();
+        let p = prepare(&section, &tok, &special).unwrap();
+        (p.train, p.eval)
+    };
+    let txt = temp_path("corpus", "txt");
+    std::fs::write(&txt, &text).unwrap();
+    let want = windows(&txt);
+    assert!(!want.0.is_empty() && !want.1.is_empty());
+    for ext in ["txt.gz", "txt"] {
+        let packed = temp_path("corpus-packed", ext);
+        std::fs::write(&packed, gzip(text.as_bytes())).unwrap();
+        assert_eq!(windows(&packed), want, "{ext}");
+        std::fs::remove_file(&packed).unwrap();
+    }
+    // A gzip stream cut short is an error naming the file, not a shorter corpus.
+    let cut = temp_path("corpus-cut", "txt.gz");
+    let packed = gzip(text.as_bytes());
+    std::fs::write(&cut, &packed[..packed.len() / 2]).unwrap();
+    let section: DataSection =
+        toml::from_str(&format!("text = {:?}", cut.display().to_string())).unwrap();
+    let err = prepare(&section, &tok, &special).err().unwrap().to_string();
+    assert!(err.contains(&cut.display().to_string()), "{err}");
+    for p in [plain, txt, cut] {
+        std::fs::remove_file(p).unwrap();
+    }
 }
 
 // ---------------------------------------------------------------- scoring

@@ -1,6 +1,8 @@
 //! The MNIST toy (`abba::finetune::toy`): adapter gradients inside the MLP against finite differences, frozen
 //! bases staying bitwise frozen, ΔW = 0 at step 0, a tiny end-to-end run on synthetic digits, and bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use abba::adapter::MethodKind;
@@ -12,6 +14,7 @@ use abba::finetune::toy::{
 };
 use abba::rng::seeded;
 use candle_core::{DType, Device, Tensor, Var};
+use common::shipped_data;
 use rand::Rng;
 
 const ADAPTERS: [MethodKind; 3] = [MethodKind::Lora, MethodKind::Hira, MethodKind::Abba];
@@ -485,14 +488,10 @@ fn spec_errors_give_line_and_column_and_the_shipped_spec_loads() {
     assert_eq!(spec.out, Path::new("results/finetune/mnist"));
 }
 
-/// The real file, where the checkout has it: 5,000 images, 500 per digit. (Absent data skips only this test.)
+/// The shipped file, data/mnist/mnist_5k.csv.gz (see data/README.md): 5,000 images, 500 per digit.
 #[test]
-fn the_shared_mnist_subset_loads_when_present() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist/mnist_5k.csv.gz");
-    if !path.exists() {
-        eprintln!("skipping: {} not found", path.display());
-        return;
-    }
+fn the_shipped_mnist_subset_loads() {
+    let path = shipped_data("mnist/mnist_5k.csv.gz");
     let digits = load_digits(&path, 784).unwrap();
     assert_eq!(digits.len(), 5000);
     for d in 0..10u8 {

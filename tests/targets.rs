@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use abba::AbbaError;
 use abba::target::TargetSpec;
-use common::{naive_matmul, npy_bytes, numerical_rank, rel_err};
+use common::{naive_matmul, npy_bytes, numerical_rank, rel_err, shipped_data};
 use ndarray::Array2;
 
 #[test]
@@ -77,11 +77,10 @@ fn same_seed_same_target_other_seed_other_target() {
     assert_ne!(a, TargetSpec::Gaussian.build((20, 30), 10, None).unwrap());
 }
 
-/// Uses ../shared/data/minilm/minilm-l6-layers0-5.safetensors (real all-MiniLM-L6-v2 weights, Apache-2.0).
+/// Uses data/minilm/minilm-l6-slice.safetensors (real all-MiniLM-L6-v2 weights, Apache-2.0; see data/README.md).
 #[test]
 fn safetensors_tensor_loads_by_name_and_unknown_names_list_the_valid_ones() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/minilm/minilm-l6-layers0-5.safetensors");
+    let path = shipped_data("minilm/minilm-l6-slice.safetensors");
     let spec = TargetSpec::Safetensors {
         path: path.clone(),
         tensor: "encoder.layer.0.intermediate.dense.weight".into(),
@@ -110,7 +109,7 @@ fn safetensors_tensor_loads_by_name_and_unknown_names_list_the_valid_ones() {
     assert!(matches!(err, AbbaError::UnknownName { .. }));
     assert!(
         err.to_string()
-            .contains("encoder.layer.5.attention.self.query.weight"),
+            .contains("encoder.layer.0.attention.self.query.weight"),
         "{err}"
     );
 }

@@ -200,11 +200,12 @@ fn parse_line(text: &str, fields: &FieldNames) -> std::result::Result<Example, S
     })
 }
 
-/// Reads a JSONL file of examples. The input field, when the convention has one, may be missing, null or empty
-/// (then the example has no input); every other problem is an error naming the file and 1-based line.
+/// Reads a JSONL file of examples, plain or gzip-compressed (recognised by content, so `.jsonl.gz` and a renamed
+/// file both load). The input field, when the convention has one, may be missing, null or empty (then the example
+/// has no input); every other problem is an error naming the file and 1-based line.
 pub fn read_jsonl(path: &Path, fields: &FieldNames) -> Result<Vec<Example>> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| AbbaError::Io {
+    let bytes = crate::io::read_decompressed(path).map_err(|e| AbbaError::Io {
         path: shown.clone(),
         message: format!("{e}: check the data path"),
     })?;

@@ -2,8 +2,22 @@
 //! linear algebra, so it can serve as a reference.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+
 use ndarray::Array2;
 use rand::Rng;
+
+/// A file the repository ships under `data/` (each listed in `data/README.md`). A missing file fails the test
+/// with what to do, so a test that needs the data never passes without checking anything.
+pub fn shipped_data(rel: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(rel);
+    assert!(
+        path.is_file(),
+        "{} is missing: the repository ships it (see data/README.md); restore it with `git checkout -- data/{rel}`",
+        path.display()
+    );
+    path
+}
 
 pub fn rng(seed: u64) -> abba::rng::SeededRng {
     abba::rng::seeded(seed)

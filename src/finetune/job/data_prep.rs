@@ -1,5 +1,7 @@
 //! Turning a `[data]` section into tokenised training and held-out sets.
 
+use std::path::Path;
+
 use super::spec::DataSection;
 use crate::error::{AbbaError, Result};
 use crate::finetune::arith::arithmetic_problems;
@@ -17,7 +19,7 @@ pub struct Prepared {
 
 pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) -> Result<Prepared> {
     if let Some(text_path) = &data.text {
-        let text = std::fs::read_to_string(text_path).map_err(|e| AbbaError::io(text_path, e))?;
+        let text = read_text(text_path)?;
         let mut windows = lm_windows(&tok.encode(&text)?, data.max_len.saturating_sub(1).max(1));
         if windows.is_empty() {
             return Err(AbbaError::InvalidArgument(format!(
@@ -79,5 +81,21 @@ pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) ->
         eval: encode(&eval_ex)?,
         eval_examples: eval_ex,
         truncated_away,
+    })
+}
+
+/// A plain-text corpus, gzip-compressed or not (recognised by content).
+fn read_text(path: &Path) -> Result<String> {
+    let bytes = crate::io::read_decompressed(path).map_err(|e| {
+        AbbaError::io_hint(
+            path,
+            e,
+            "set [data] text to a UTF-8 text file (.txt or .txt.gz)",
+        )
+    })?;
+    String::from_utf8(bytes).map_err(|e| AbbaError::Format {
+        path: path.display().to_string(),
+        format: "text",
+        message: format!("not UTF-8 ({e}): save the file as UTF-8"),
     })
 }

@@ -4,12 +4,10 @@
 //! The split into train and test is drawn per class from a seed, so both phases of the toy see balanced classes
 //! and the same file and seed always give the same split.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use flate2::read::MultiGzDecoder;
 use rand::seq::SliceRandom;
 
 use crate::error::{AbbaError, Result};
@@ -77,19 +75,10 @@ pub fn load_digits(path: &Path, pixels: usize) -> Result<Digits> {
         path: name.clone(),
         message: e.to_string(),
     };
-    let mut file = File::open(path).map_err(|e| AbbaError::Io {
+    let reader = crate::io::open_decompressed(path).map_err(|e| AbbaError::Io {
         path: name.clone(),
         message: format!("{e}: set `data` to the MNIST CSV (.csv or .csv.gz)"),
     })?;
-    // gzip's magic bytes decide, so a renamed file still loads.
-    let mut magic = [0u8; 2];
-    let got = file.read(&mut magic).map_err(io)?;
-    let file = File::open(path).map_err(io)?;
-    let reader: Box<dyn BufRead> = if got == 2 && magic == [0x1f, 0x8b] {
-        Box::new(BufReader::new(MultiGzDecoder::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
     let mut digits = Digits {
         pixels,
         ..Digits::default()
