@@ -170,15 +170,36 @@ pub fn sized(
         )?,
         Method::Lokr(s) if s.krona => krona_sized(s, target(budget, shape), shape)?,
         Method::Lokr(s) => {
-            let l = s.layout(shape);
-            // Low-rank W2 for r < max(P, Q)/2, full beyond: every distinct size once.
-            let top = l.p.max(l.q).div_ceil(2);
+            // Every rank of each factor split (the spec's; with factor −1 also every power of two that divides m,
+            // since budgets need bigger blocks than the nearest-√m split allows): low-rank W2 below
+            // r = max(P, Q)/2, full at and beyond it.
+            let factors: Vec<i64> = if s.factor == -1 {
+                std::iter::once(-1)
+                    .chain(
+                        (1..=10)
+                            .map(|k| 1i64 << k)
+                            .filter(|f| m.is_multiple_of(*f as usize)),
+                    )
+                    .collect()
+            } else {
+                vec![s.factor]
+            };
+            let mut grid = Vec::new();
+            for &factor in &factors {
+                let l = LokrSpec { factor, ..*s }.layout(shape);
+                for r in 1..=l.p.max(l.q).div_ceil(2).max(1) {
+                    grid.push((factor, r));
+                }
+            }
             nearest(
                 template,
                 target(budget, shape),
                 shape,
-                |r| Method::Lokr(LokrSpec { r, ..*s }),
-                1..=top.max(1),
+                |i| {
+                    let (factor, r) = grid[i];
+                    Method::Lokr(LokrSpec { factor, r, ..*s })
+                },
+                0..grid.len(),
             )?
         }
         Method::Mora(s) => {

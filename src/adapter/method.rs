@@ -136,6 +136,61 @@ impl Method {
         }
     }
 
+    /// The name results record: [`Self::name`], with MoRA's type (`mora-1`, `mora-6`).
+    pub fn record_name(&self) -> &'static str {
+        match self {
+            Method::Mora(s) => match s.kind {
+                MoraType::Sum => "mora-1",
+                MoraType::Rotated => "mora-6",
+            },
+            other => other.name(),
+        }
+    }
+
+    /// The method a run configuration's sizes describe ([`Self::sizes_json`]), with default hyper-parameters:
+    /// enough to know its parameter count and rank bound.
+    pub fn from_sizes_json(v: &Value) -> Option<Method> {
+        let u = |k: &str| v.get(k).and_then(Value::as_u64).map(|x| x as usize);
+        let kind = v.get("method")?.as_str()?;
+        let template = MethodKind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind)?
+            .template();
+        Some(match template {
+            Method::Full => Method::Full,
+            Method::Lora(s) => Method::Lora(LoraSpec { r: u("r")?, ..s }),
+            Method::Hira(s) => Method::Hira(HiraSpec { r: u("r")?, ..s }),
+            Method::Dora(s) => Method::Dora(DoraSpec { r: u("r")?, ..s }),
+            Method::Abba(s) => Method::Abba(AbbaSpec {
+                r1: u("r1")?,
+                r2: u("r2")?,
+                ..s
+            }),
+            Method::AbbaChain(s) => Method::AbbaChain(ChainSpec {
+                ranks: v
+                    .get("ranks")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|x| x as usize)
+                    .collect(),
+                ..s
+            }),
+            Method::Lokr(s) => Method::Lokr(LokrSpec {
+                factor: v.get("factor")?.as_i64()?,
+                r: u("r")?,
+                decompose_both: v.get("decompose_both")?.as_bool()?,
+                krona: v.get("krona")?.as_bool()?,
+                ..s
+            }),
+            Method::Mora(_) => Method::Mora(MoraSpec {
+                r_hat: u("r_hat")?,
+                kind: MoraType::from_number(v.get("type")?.as_i64()?).ok()?,
+            }),
+            Method::Kradapter(s) => Method::Kradapter(s),
+        })
+    }
+
     /// A LoRA of rank r with the default hyper-parameters.
     pub fn lora(r: usize) -> Method {
         Method::Lora(LoraSpec {

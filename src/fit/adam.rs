@@ -26,6 +26,14 @@ pub struct AdamSpec {
     pub plateau_tol: f64,
     /// Stop once the objective is below this.
     pub target_objective: f64,
+    /// Decoupled weight decay (AdamW): every factor shrinks by lr·λ per step. 0 (plain Adam) by default.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub weight_decay: f64,
+}
+
+/// Keeps run configurations without weight decay identical to those written before it existed.
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl Default for AdamSpec {
@@ -42,6 +50,7 @@ impl Default for AdamSpec {
             patience: 500,
             plateau_tol: 1e-4,
             target_objective: 0.0,
+            weight_decay: 0.0,
         }
     }
 }
@@ -87,6 +96,7 @@ impl<T: Real> AdamState<T> {
         let step = T::of(lr / c1);
         let eps = T::of(spec.eps);
         let c2_sqrt = T::of(c2.sqrt());
+        let keep = T::of(1.0 - lr * spec.weight_decay);
         for (((mut p, g), m), v) in fitted
             .as_adapter_mut()
             .factors_mut()
@@ -102,7 +112,7 @@ impl<T: Real> AdamState<T> {
                 .for_each(|p, &g, m, v| {
                     *m = b1 * *m + one_b1 * g;
                     *v = b2 * *v + one_b2 * g * g;
-                    *p -= step * *m / (v.sqrt() / c2_sqrt + eps);
+                    *p = *p * keep - step * *m / (v.sqrt() / c2_sqrt + eps);
                 });
         }
     }

@@ -27,7 +27,6 @@ use crate::linalg::{Real, frob2, gemm, svd_thin};
 
 /// LoRA-Pro's settings: Adam's (learning rate, betas, schedule, stopping) and the official code's bias offset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LoraProSpec {
     #[serde(flatten)]
     pub adam: AdamSpec,

@@ -8,6 +8,7 @@ mod fig2;
 mod fonts;
 pub mod loss_curves;
 mod paper;
+pub mod ranking;
 mod spectra;
 mod study_report;
 mod style;

@@ -95,8 +95,13 @@ pub fn write_study_reports(dir: &Path) -> Result<Vec<PathBuf>> {
             written.push(path);
         }
     }
+    let mut spectra = super::ranking::Spectra::new();
+    for r in records.iter().filter(|r| r.status == Status::Ok) {
+        spectra.insert(r.run_id.clone(), read_spectrum(&runs_dir, &r.run_id)?);
+    }
     let summary = dir.join("summary.md");
-    write_atomic(&summary, render(&records).as_bytes())?;
+    let text = render(&records) + &super::ranking::render(&records, &spectra);
+    write_atomic(&summary, text.as_bytes())?;
     written.push(summary);
     Ok(written)
 }

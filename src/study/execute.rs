@@ -183,6 +183,9 @@ fn fit<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<(Array2<f64>, FitOu
 pub fn run_one(study: &str, c: &RunConfig, cache: &TargetCache) -> RunOutput {
     let started = Instant::now();
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_> {
+        if let Some(reason) = &c.unreachable {
+            return Err(AbbaError::InvalidArgument(reason.clone()));
+        }
         let p = cache.get(c)?;
         let (delta, outcome) = match c.dtype {
             Dtype::F32 => fit::<f32>(c, &p)?,
@@ -284,7 +287,7 @@ fn blank_record(study: &str, c: &RunConfig) -> RunRecord {
         target: c.target.name(),
         rows: c.rows,
         cols: c.cols,
-        method: c.method.name().to_string(),
+        method: c.method.record_name().to_string(),
         rule: c.rule.clone().unwrap_or_default(),
         budget_rank: c.budget_rank,
         r1,

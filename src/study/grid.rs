@@ -6,7 +6,7 @@ use super::spec::{Dtype, StudySpec};
 use crate::adapter::scaling::{AbbaScale, LoraScale};
 use crate::adapter::{ChainSpec, Method, MethodKind};
 use crate::budget::{Budget, lora_rank_for, sized};
-use crate::error::Result;
+use crate::error::{AbbaError, Result};
 use crate::fit::SolverSpec;
 use crate::fit::start::FitInit;
 use crate::target::TargetSpec;
@@ -30,6 +30,9 @@ pub struct RunConfig {
     pub dtype: Dtype,
     pub abba_scale: AbbaScale,
     pub lora_scale: LoraScale,
+    /// Why this method cannot be sized to this budget (the run is recorded as failed with this reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 fn sizes_only<S: serde::Serializer>(m: &Method, s: S) -> Result<S::Ok, S::Error> {
@@ -70,7 +73,10 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
             (spec.rows, spec.cols)
         };
         for &seed in &spec.seeds {
-            let mut push = |method: Method, rule: Option<String>, budget_rank: usize| {
+            let mut push = |method: Method,
+                            rule: Option<String>,
+                            budget_rank: usize,
+                            unreachable: Option<String>| {
                 let kind = method.kind();
                 let (abba_scale, lora_scale) = recorded_scales(&method, spec);
                 for entry in &spec.solvers {
@@ -85,11 +91,12 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
                             rule: rule.clone(),
                             budget_rank,
                             solver: entry.solver.clone(),
-                            init: spec.init.clone(),
+                            init: entry.init.clone().unwrap_or_else(|| spec.init.clone()),
                             seed,
                             dtype: spec.dtype,
                             abba_scale,
                             lora_scale,
+                            unreachable: unreachable.clone(),
                         });
                     }
                 }
@@ -100,12 +107,24 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
                     match template.kind() {
                         MethodKind::Abba => {
                             for rule in &rules {
-                                push(sized(template, budget, *rule, shape)?, Some(rule.name()), r);
+                                push(
+                                    sized(template, budget, *rule, shape)?,
+                                    Some(rule.name()),
+                                    r,
+                                    None,
+                                );
                             }
                         }
                         // Chains have no equal-budget split: they come from `chains` (or their own ranks).
                         MethodKind::AbbaChain => {}
-                        _ => push(sized(template, budget, rules[0], shape)?, None, r),
+                        // A budget the method's discrete sizes cannot reach is a failed run, not a failed study.
+                        _ => match sized(template, budget, rules[0], shape) {
+                            Ok(method) => push(method, None, r, None),
+                            Err(e @ AbbaError::UnreachableBudget { .. }) => {
+                                push(template.clone(), None, r, Some(e.to_string()))
+                            }
+                            Err(e) => return Err(e),
+                        },
                     }
                 }
             }
@@ -122,7 +141,7 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
             for method in chains.chain(listed) {
                 method.validate(shape)?;
                 let budget_rank = method.ranks().iter().sum();
-                push(method, None, budget_rank);
+                push(method, None, budget_rank, None);
             }
         }
     }

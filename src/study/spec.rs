@@ -46,6 +46,9 @@ pub struct SolverEntry {
     /// Methods this solver is used for (default: every method it supports).
     #[serde(default)]
     pub methods: Option<Vec<MethodKind>>,
+    /// Where this solver's fits start, in place of the study's `init` (e.g. LoRA-Pro from the fine-tuning init).
+    #[serde(default)]
+    pub init: Option<FitInit>,
 }
 
 /// One study, as written in TOML.
@@ -158,12 +161,15 @@ impl StudySpec {
         let templates = self.templates()?;
         for entry in &self.solvers {
             for kind in entry.methods.iter().flatten() {
-                let method = templates
+                // A solver restricted to a family must fit at least one listed method of it.
+                let listed: Vec<Method> = templates
                     .iter()
-                    .find(|t| t.kind() == *kind)
+                    .filter(|t| t.kind() == *kind)
                     .cloned()
-                    .unwrap_or_else(|| kind.template());
-                if !entry.solver.supports(&method) {
+                    .collect();
+                let supported = listed.iter().any(|m| entry.solver.supports(m))
+                    || (listed.is_empty() && entry.solver.supports(&kind.template()));
+                if !supported {
                     return bad(format!(
                         "the {} solver cannot fit {}: {}",
                         entry.solver.name(),

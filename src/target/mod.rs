@@ -39,6 +39,18 @@ pub enum TargetSpec {
     AbbaStructured { r1: usize, r2: usize },
     /// W0⊙(B·A) with the study's named W0 and Gaussian B, A of rank `rank`: HiRA's home ground.
     HiraStructured { rank: usize },
+    /// KRAdapter's frequency rows: sin(2π f_i t + φ_i) with f_i spread over [low, high] and up to 5 random
+    /// harmonics (high: 1000–10000, low: 1–100).
+    Sinusoid { low: f64, high: f64 },
+    /// KRAdapter's PCA-whitened Gaussian noise: a flat spectrum at full rank.
+    PcaWhitened,
+    /// Gaussian entries kept with probability `keep`, scaled by 1/keep (KRAdapter's sparse noise, keep 0.1).
+    DropoutGaussian {
+        #[serde(default = "default_density")]
+        keep: f64,
+    },
+    /// A Gaussian matrix truncated to its top `rank` singular values (KRAdapter's low-rank target).
+    GaussianTruncated { rank: usize },
     /// A 2-D tensor from a safetensors file.
     Safetensors { path: PathBuf, tensor: String },
     /// A grey-scale image (PNG or JPEG), pixel values scaled to [0, 1].
@@ -71,6 +83,10 @@ impl TargetSpec {
             TargetSpec::PowerLaw { exponent } => format!("power-law-{exponent}"),
             TargetSpec::AbbaStructured { r1, r2 } => format!("abba-structured-{r1}x{r2}"),
             TargetSpec::HiraStructured { rank } => format!("hira-structured-{rank}"),
+            TargetSpec::Sinusoid { low, high } => format!("sinusoid-{low}-{high}"),
+            TargetSpec::PcaWhitened => "pca-whitened".into(),
+            TargetSpec::DropoutGaussian { keep } => format!("dropout-gaussian-{keep}"),
+            TargetSpec::GaussianTruncated { rank } => format!("gaussian-truncated-{rank}"),
             TargetSpec::Safetensors { path, tensor } => {
                 format!("safetensors:{}:{tensor}", file(path))
             }
@@ -119,6 +135,12 @@ impl TargetSpec {
                     });
                 }
                 synthetic::hira_structured(w0, *rank, seed)?
+            }
+            TargetSpec::Sinusoid { low, high } => synthetic::sinusoid(m, n, *low, *high, seed)?,
+            TargetSpec::PcaWhitened => synthetic::pca_whitened(m, n, seed)?,
+            TargetSpec::DropoutGaussian { keep } => synthetic::dropout_gaussian(m, n, *keep, seed)?,
+            TargetSpec::GaussianTruncated { rank } => {
+                synthetic::gaussian_truncated(m, n, *rank, seed)?
             }
             TargetSpec::Safetensors { path, tensor } => load_safetensors(path, tensor)?,
             TargetSpec::Image { path } => load_image(path)?,
