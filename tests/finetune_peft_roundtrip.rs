@@ -62,7 +62,11 @@ fn sets() -> Vec<(&'static str, Llama, AdapterSet)> {
     let abba =
         AdapterSet::from_model(&m, KeyStyle::Native, 0.0, "tests/fixtures/hf/tiny-llama").unwrap();
     out.push(("abba-as-loha", m.clone(), to_loha(&abba).unwrap()));
-    out.push(("abba-as-lora", m, to_lora(&abba, LoraRank::Exact).unwrap()));
+    out.push((
+        "abba-as-lora",
+        m,
+        to_lora(&abba, LoraRank::Exact, None).unwrap(),
+    ));
     out
 }
 

@@ -5,7 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use abba::adapter::MethodKind;
+use abba::adapter::section::{MethodEntry, MethodSection};
+use abba::adapter::{Method, MethodKind};
 use abba::finetune::layers::ForwardCtx;
 use abba::finetune::optim::Schedule;
 use abba::finetune::toy::train::{TrainOpts, train};
@@ -25,6 +26,18 @@ fn budget(rank: usize) -> Budget {
         lora_alpha: 2.0 * rank as f64,
         abba_alpha: 4.0,
     }
+}
+
+/// `kind` as the toy builds it from a `methods` entry naming it.
+fn template(kind: MethodKind, b: &Budget) -> Method {
+    b.template(&MethodSection::named(kind.name())).unwrap()
+}
+
+fn entries(names: &[&str]) -> Vec<MethodEntry> {
+    names
+        .iter()
+        .map(|n| MethodEntry::Name(n.to_string()))
+        .collect()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -82,7 +95,7 @@ fn adapter_gradients_in_the_mlp_match_finite_differences() {
     let y = labels(n, classes as u32);
     for method in ADAPTERS {
         let mut mlp = Mlp::new(inputs, hidden, classes, DType::F64, &Device::Cpu, 2).unwrap();
-        let vars = prepare(&mut mlp, method, &budget(4), 3).unwrap();
+        let vars = prepare(&mut mlp, &template(method, &budget(4)), &budget(4), 3).unwrap();
         assert_eq!(
             vars.len(),
             if method == MethodKind::Abba { 8 } else { 4 },
@@ -138,7 +151,13 @@ fn abba_paper_init_gradients_reach_only_b2_at_step_zero() {
     let x = random_tensor(8, 20, 5, DType::F64);
     let y = labels(8, 6);
     let mut mlp = Mlp::new(20, 10, 6, DType::F64, &Device::Cpu, 6).unwrap();
-    prepare(&mut mlp, MethodKind::Abba, &budget(4), 7).unwrap();
+    prepare(
+        &mut mlp,
+        &template(MethodKind::Abba, &budget(4)),
+        &budget(4),
+        7,
+    )
+    .unwrap();
     let grads = mlp
         .loss(&x, &y, &ForwardCtx::eval())
         .unwrap()
@@ -175,7 +194,7 @@ fn adapters_leave_outputs_unchanged_at_step_zero() {
     let reference = values(&base.forward(&x, &ForwardCtx::eval()).unwrap());
     for method in ADAPTERS {
         let mut mlp = base.clone();
-        prepare(&mut mlp, method, &budget(8), 10).unwrap();
+        prepare(&mut mlp, &template(method, &budget(8)), &budget(8), 10).unwrap();
         if let Some(w) = mlp
             .fc1
             .adapter
@@ -220,7 +239,7 @@ fn adaptation_changes_only_adapter_parameters() {
     };
     for method in PAPER_METHODS {
         let mut mlp = base.clone();
-        let vars = prepare(&mut mlp, method, &budget(4), 14).unwrap();
+        let vars = prepare(&mut mlp, &template(method, &budget(4)), &budget(4), 14).unwrap();
         let start: Vec<Vec<f64>> = vars.iter().map(|v| values(v.as_tensor())).collect();
         let log = train(&mlp, vars.clone(), &x, &y, &opts, |_, _| {}).unwrap();
         assert_eq!(log.losses.len(), 15);
@@ -298,7 +317,7 @@ fn tiny_spec(data: &Path, out: &Path) -> ToySpec {
         rank: 4,
         lora_alpha: 8.0,
         abba_alpha: 4.0,
-        methods: PAPER_METHODS.to_vec(),
+        methods: entries(&["lora", "hira", "abba", "full"]),
     }
 }
 
@@ -323,7 +342,7 @@ fn tiny_run_lowers_the_loss_for_every_method_and_repeats_exactly() {
     assert_eq!(report.methods.len(), 4);
     for m in &report.methods {
         assert_eq!(m.status, Status::Ok, "{}", m.method);
-        let want = if m.method == MethodKind::Full {
+        let want = if m.method == "full" {
             full_params
         } else {
             adapter_params
@@ -374,7 +393,7 @@ fn a_diverging_method_is_recorded_and_the_others_run() {
     write_synthetic_csv(&data, 20, 22);
     let mut spec = tiny_spec(&data, &dir.join("out"));
     spec.adapt_lr = 1e30;
-    spec.methods = vec![MethodKind::Full, MethodKind::Lora];
+    spec.methods = entries(&["full", "lora"]);
     let report = run_toy(&spec, &spec.out, false).unwrap();
     assert_eq!(report.methods.len(), 2);
     let full = &report.methods[0];
@@ -484,7 +503,11 @@ fn spec_errors_give_line_and_column_and_the_shipped_spec_loads() {
 
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/finetune-mnist.toml");
     let spec = load_spec(&shipped).unwrap();
-    assert_eq!(spec.methods, PAPER_METHODS.to_vec());
+    let names: Vec<String> = PAPER_METHODS.iter().map(|k| k.name().to_string()).collect();
+    assert_eq!(
+        spec.methods,
+        entries(&names.iter().map(String::as_str).collect::<Vec<_>>())
+    );
     assert_eq!(spec.out, Path::new("results/finetune/mnist"));
 }
 
@@ -502,4 +525,65 @@ fn the_shipped_mnist_subset_loads() {
         );
     }
     assert!(digits.images.iter().all(|p| (0.0..=1.0).contains(p)));
+}
+
+/// Every method of the project adapts the toy: each lowers the 8–9 loss from the pretrained model's, or — for a
+/// budget its discrete sizes cannot reach on these small layers — is recorded as failed with the nearest sizes
+/// while the others run.
+#[test]
+fn every_method_runs_in_the_toy() {
+    let dir = scratch("every");
+    let data = dir.join("digits.csv");
+    write_synthetic_csv(&data, 20, 23);
+    let mut spec = tiny_spec(&data, &dir.join("out"));
+    let mut methods = entries(&[
+        "rslora",
+        "pissa",
+        "olora",
+        "dora",
+        "lokr",
+        "krona",
+        "kradapter",
+    ]);
+    let mut chain = MethodSection::named("abba-chain");
+    chain.ranks = Some(vec![2, 1, 1]);
+    methods.push(MethodEntry::Table(chain));
+    for kind in [1, 6] {
+        let mut mora = MethodSection::named("mora");
+        mora.mora_type = Some(kind);
+        methods.push(MethodEntry::Table(mora));
+    }
+    spec.methods = methods;
+    let report = run_toy(&spec, &spec.out, false).unwrap();
+    assert_eq!(report.methods.len(), spec.methods.len());
+    let mut ran = 0;
+    for m in &report.methods {
+        match m.status {
+            Status::Ok => {
+                ran += 1;
+                assert!(
+                    m.final_loss < 0.8 * report.loss_before,
+                    "{}: loss {} did not fall from {}",
+                    m.method,
+                    m.final_loss,
+                    report.loss_before
+                );
+            }
+            Status::Failed => {
+                let e = m.error.as_deref().unwrap();
+                assert!(e.contains("nearest"), "{}: {e}", m.method);
+            }
+            Status::Diverged => panic!("{} diverged", m.method),
+        }
+    }
+    assert!(
+        ran >= 8,
+        "only {ran} methods ran: {:?}",
+        report
+            .methods
+            .iter()
+            .map(|m| (&m.method, &m.error))
+            .collect::<Vec<_>>()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,7 +4,7 @@
 
 mod hf_common;
 
-use hf_common::{fixture, max_abs};
+use hf_common::{check_gradients, fixture, max_abs, randn};
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +16,7 @@ use abba::finetune::adapters::peft::AdapterSet;
 use abba::finetune::adapters::{AdapterConfig, inject};
 use abba::finetune::arith::arithmetic_problems;
 use abba::finetune::data::{Encoded, encode_example};
-use abba::finetune::layers::{AdaptedLinear, AdapterWeights, ForwardCtx};
+use abba::finetune::layers::{AdapterWeights, ForwardCtx};
 use abba::finetune::model::{Checkpoint, Llama};
 use abba::finetune::tokenizer::{SpecialIds, TextTokenizer};
 use abba::finetune::train::{TrainConfig, TrainSetup, train};
@@ -63,69 +63,6 @@ fn logits(m: &Llama) -> Tensor {
     m.forward(&ids, &ForwardCtx::eval(), None).unwrap()
 }
 
-fn randn(shape: (usize, usize), rng: &mut impl Rng) -> Tensor {
-    let v: Vec<f64> = (0..shape.0 * shape.1)
-        .map(|_| rng.random::<f64>() * 2.0 - 1.0)
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-/// ∂L/∂factor from candle's backward against central differences, L = Σ z ⊙ R with z = frozen(adapted(x)), in
-/// f64. The second, frozen layer puts the gradient through the x-only backward of frozen projections.
-fn check_gradients(w: AdapterWeights, w0: Tensor, rows: usize) {
-    let mut rng = seeded(11);
-    let (m, n) = w0.dims2().unwrap();
-    let x = randn((rows, n), &mut rng);
-    let r = randn((rows, 5), &mut rng);
-    let next = AdaptedLinear::new(
-        randn((5, m), &mut rng),
-        Some(randn((1, 5), &mut rng).squeeze(0).unwrap()),
-    );
-    let lin = AdaptedLinear {
-        weight: w0,
-        bias: None,
-        adapter: Some(w.clone()),
-        dropout: 0.0,
-    };
-    let loss = |lin: &AdaptedLinear| -> Tensor {
-        let y = lin.forward(&x, &ForwardCtx::eval()).unwrap();
-        (next.forward(&y, &ForwardCtx::eval()).unwrap() * &r)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-    };
-    let grads = loss(&lin).backward().unwrap();
-    for var in w.vars() {
-        let g: Vec<f64> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-        let h = 1e-6;
-        for i in (0..base.len()).step_by(3) {
-            let at = |d: f64| {
-                let mut p = base.clone();
-                p[i] += d;
-                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap())
-                    .unwrap();
-                let v: f64 = loss(&lin).to_scalar().unwrap();
-                v
-            };
-            let fd = (at(h) - at(-h)) / (2.0 * h);
-            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap())
-                .unwrap();
-            assert!(
-                (fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()),
-                "element {i}: autograd {} vs FD {fd}",
-                g[i]
-            );
-        }
-    }
-}
-
 fn weights(method: Method, vars: Vec<Var>, shape: (usize, usize)) -> AdapterWeights {
     AdapterWeights::new(method, vars, shape).unwrap()
 }
@@ -151,6 +88,7 @@ fn adapter_layer_gradients_match_finite_differences() {
         ),
         w0.clone(),
         4,
+        None,
     );
     check_gradients(
         weights(
@@ -160,6 +98,7 @@ fn adapter_layer_gradients_match_finite_differences() {
         ),
         w0.clone(),
         4,
+        None,
     );
     // ABBA at two batch sizes so both forward paths (Khatri–Rao for few rows, materialised for many) are checked.
     for rows in [1, 64] {
@@ -181,6 +120,7 @@ fn adapter_layer_gradients_match_finite_differences() {
             ),
             w0.clone(),
             rows,
+            None,
         );
     }
 }
@@ -308,7 +248,7 @@ fn loha_and_lora_exports_reproduce_abba_delta() {
     }
     let set = AdapterSet::from_model(&m, KeyStyle::Native, 0.0, "").unwrap();
     let loha = to_loha(&set).unwrap();
-    let exact = to_lora(&set, LoraRank::Exact).unwrap();
+    let exact = to_lora(&set, LoraRank::Exact, None).unwrap();
     assert_eq!(loha.style, KeyStyle::Loha);
     assert_eq!(loha.method().ranks(), vec![3, 3]);
     assert_eq!(loha.peft_type(), "LOHA");
@@ -332,7 +272,7 @@ fn loha_and_lora_exports_reproduce_abba_delta() {
         }
     }
     // Truncated to rank 1: the error is the Eckart–Young tail of ΔW's spectrum.
-    let trunc = to_lora(&set, LoraRank::Truncated(1)).unwrap();
+    let trunc = to_lora(&set, LoraRank::Truncated(1), None).unwrap();
     let (path, w) = &set.modules[0];
     let lin = m
         .linears()

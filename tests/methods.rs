@@ -13,11 +13,12 @@ use abba::adapter::lokr::{KronPart, factorization, nearest_kronecker};
 use abba::adapter::mora::{MoraLayout, MoraSpec};
 use abba::adapter::scaling::{AbbaScale, LoraScale};
 use abba::adapter::{
-    AbbaSpec, Adapter, AnyAdapter, ChainSpec, Dora, DoraSpec, KrAdapter, KrAdapterSpec, Lokr,
-    LokrSpec, LoraSpec, MergedWeight, Method, Mora, MoraType,
+    AbbaSpec, Adapter, AnyAdapter, Dora, KrAdapter, KrAdapterSpec, Lokr, LoraSpec, MergedWeight,
+    Method, Mora, MoraType,
 };
 use abba::budget::AbbaRankRule;
 use abba::budget::{Budget, sized};
+use common::method_cases::{cases, dora, lokr, mora, randomised};
 use common::{rng, uniform};
 use ndarray::{Array1, Array2};
 
@@ -51,62 +52,6 @@ fn check_fd(adapter: &AnyAdapter<f64>, c: &Array2<f64>) {
             names[f]
         );
     }
-}
-
-/// Every factor drawn U(−1, 1), so no zero init hides a wrong gradient.
-fn randomised(mut a: AnyAdapter<f64>, seed: u64) -> AnyAdapter<f64> {
-    let mut r = rng(seed);
-    for mut f in a.as_adapter_mut().factors_mut() {
-        let (rows, cols) = f.dim();
-        f.assign(&uniform(rows, cols, &mut r));
-    }
-    a
-}
-
-fn dora(r: usize) -> Method {
-    Method::Dora(DoraSpec {
-        r,
-        scale: LoraScale::Standard { alpha: 3.0 },
-        ..DoraSpec::default()
-    })
-}
-
-fn lokr(factor: i64, r: usize, both: bool, krona: bool) -> Method {
-    Method::Lokr(LokrSpec {
-        factor,
-        r,
-        alpha: 1.5,
-        decompose_both: both,
-        krona,
-    })
-}
-
-fn mora(r_hat: usize, kind: MoraType) -> Method {
-    Method::Mora(MoraSpec { r_hat, kind })
-}
-
-/// The methods and shapes every property below runs on: non-square both ways, padding and cropping included.
-fn cases() -> Vec<(Method, (usize, usize))> {
-    vec![
-        (dora(2), (7, 5)),
-        (dora(3), (4, 9)),
-        (lokr(-1, 1, false, false), (12, 16)),
-        (lokr(2, 1, true, false), (12, 16)),
-        (lokr(-1, 2, false, true), (8, 12)),
-        (mora(5, MoraType::Sum), (12, 20)),
-        (mora(4, MoraType::Rotated), (12, 10)),
-        (mora(6, MoraType::Rotated), (20, 12)),
-        (Method::Kradapter(KrAdapterSpec::default()), (5, 11)),
-        (Method::Kradapter(KrAdapterSpec::default()), (11, 5)),
-        (Method::Kradapter(KrAdapterSpec::default()), (9, 9)),
-        (
-            Method::AbbaChain(ChainSpec {
-                ranks: vec![2, 1, 2],
-                scale: AbbaScale::Explicit { scale: 0.7 },
-            }),
-            (6, 5),
-        ),
-    ]
 }
 
 fn initialised(method: &Method, shape: (usize, usize), seed: u64) -> AnyAdapter<f64> {
@@ -469,4 +414,64 @@ fn dora_renormalises_rows_to_the_magnitude() {
         assert!((norm - 2.5).abs() < 1e-12, "{norm}");
     }
     let _ = KaimingA::Sqrt5;
+}
+
+#[test]
+fn lora_pro_adjusts_gradients_as_its_official_code() {
+    let f = fixtures();
+    let get = |k: &str| f.get(k).unwrap_or_else(|| panic!("fixture {k}")).clone();
+    for case in ["rand", "b0"] {
+        let p = format!("lorapro.m10_n8_r3.{case}");
+        let (b, a) = (get(&format!("{p}.b")), get(&format!("{p}.a")));
+        let s = get(&format!("{p}.s"))[(0, 0)];
+        let (ga, gb) = (get(&format!("{p}.g_a")), get(&format!("{p}.g_b")));
+        let (ga_star, gb_star, x) = abba::fit::lora_pro::adjust(&b, &a, s, &ga, &gb).unwrap();
+        if case == "rand" {
+            // At B = 0 the adjustment of a non-zero g_A is never asked for (g_A = s·Bᵀ·G = 0 there).
+            close(&format!("{p} X"), &x, &get(&format!("{p}.adjust.x")), 1e-9);
+            close(
+                &format!("{p} gA*"),
+                &ga_star,
+                &get(&format!("{p}.adjust.g_a_star")),
+                1e-9,
+            );
+            close(
+                &format!("{p} gB*"),
+                &gb_star,
+                &get(&format!("{p}.adjust.g_b_star")),
+                1e-9,
+            );
+        }
+        // The first official step: the equivalent gradient, Adam's direction (bias offset 1), the adjustment.
+        let gt = abba::fit::lora_pro::equivalent_gradient(&b, &a, s, &ga, &gb).unwrap();
+        close(
+            &format!("{p} G̃"),
+            &gt,
+            &get(&format!("{p}.step1.equiv_grad")),
+            1e-9,
+        );
+        let (c1, c2) = (1.0 - 0.9f64.powi(2), 1.0 - 0.999f64.powi(2));
+        let dir = gt.mapv(|g| (0.1 * g / c1) / ((0.001 * g * g).sqrt() / c2.sqrt() + 1e-8));
+        close(
+            &format!("{p} dir"),
+            &dir,
+            &get(&format!("{p}.step1.adam_dir")),
+            1e-9,
+        );
+        let ga_p = b.t().dot(&dir) * s;
+        let gb_p = dir.dot(&a.t()) * s;
+        let (ga_star, gb_star, _) = abba::fit::lora_pro::adjust(&b, &a, s, &ga_p, &gb_p).unwrap();
+        close(
+            &format!("{p} step gA*"),
+            &ga_star,
+            &get(&format!("{p}.step1.g_a_star")),
+            1e-8,
+        );
+        close(
+            &format!("{p} step gB*"),
+            &gb_star,
+            &get(&format!("{p}.step1.g_b_star")),
+            1e-8,
+        );
+    }
 }

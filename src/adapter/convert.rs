@@ -5,7 +5,7 @@ use ndarray::{Array2, s};
 use super::scaling::LoraScale;
 use super::{Abba, Adapter, Lora};
 use crate::error::Result;
-use crate::linalg::{Real, svd_truncated};
+use crate::linalg::{Real, singular_values, svd_truncated};
 
 /// PEFT LoHa's parameterisation: ΔW = (α/r)·(W1a·W1b)⊙(W2a·W2b) with one rank r for both pairs.
 #[derive(Clone, Debug)]
@@ -62,4 +62,18 @@ pub fn truncated_lora<T: Real>(delta: &Array2<T>, r: usize) -> Result<Lora<T>> {
 /// Truncated LoRA of any adapter's ΔW.
 pub fn adapter_to_truncated_lora<T: Real>(adapter: &dyn Adapter<T>, r: usize) -> Result<Lora<T>> {
     truncated_lora(&adapter.delta(), r)
+}
+
+/// Singular values below this fraction of the largest are round-off, not rank: an f32 adapter's update carries
+/// relative noise near 1e-7.
+pub const EXACT_RANK_RTOL: f64 = 1e-6;
+
+/// The LoRA that reproduces any update up to round-off: its SVD cut at the numerical rank (singular values above
+/// `rtol`·σ₁, at least one).
+pub fn exact_lora<T: Real>(delta: &Array2<T>, rtol: f64) -> Result<Lora<T>> {
+    let sv = singular_values(delta.view())?;
+    let sv: Vec<f64> = sv.iter().map(|s| s.to_f64().unwrap_or(0.0)).collect();
+    let top = sv.iter().fold(0.0f64, |m, &s| m.max(s));
+    let rank = sv.iter().filter(|&&s| s > rtol * top).count().max(1);
+    truncated_lora(delta, rank)
 }

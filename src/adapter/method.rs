@@ -453,6 +453,21 @@ impl Method {
         }
     }
 
+    /// Whether the method's ΔW (not only its initialisation) reads the frozen weight W0: HiRA's W0⊙(B·A) and
+    /// DoRA's renormalised W0 + s·B·A.
+    pub fn delta_reads_w0(&self) -> bool {
+        match self {
+            Method::Hira(_) | Method::Dora(_) => true,
+            Method::Full
+            | Method::Lora(_)
+            | Method::Abba(_)
+            | Method::AbbaChain(_)
+            | Method::Lokr(_)
+            | Method::Mora(_)
+            | Method::Kradapter(_) => false,
+        }
+    }
+
     /// The adapter this method starts from on a layer with frozen weight `w0` (the fine-tuning initialisation),
     /// with the residual base when its ΔW₀ ≠ 0.
     pub fn init<T: Real, R: Rng + ?Sized>(

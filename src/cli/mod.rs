@@ -46,7 +46,7 @@ pub enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Merge an adapter into its base model and save a full Hugging Face checkpoint.
     MergeAdapter(merge_adapter_cmd::MergeAdapterArgs),
-    /// Export an ABBA adapter as a PEFT LoHa (exact) or LoRA (exact or truncated).
+    /// Export any adapter as a PEFT LoRA (exact or truncated), or an ABBA as a PEFT LoHa (exact).
     Export(export_cmd::ExportArgs),
 }
 

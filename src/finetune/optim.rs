@@ -64,6 +64,39 @@ impl AdamWConfig {
     }
 }
 
+/// What the training loop asks of an optimizer.
+pub trait Optimizer {
+    /// One step with `grads[i]` the gradient of the i-th trained variable and `lr` this step's learning rate.
+    fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()>;
+    /// State for checkpoints (named tensors), saved with [`Optimizer::step_count`].
+    fn state(&self) -> Vec<(String, Tensor)>;
+    /// Restores what [`Optimizer::state`] returned, for the same variables.
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()>;
+    fn step_count(&self) -> usize;
+    /// Bytes of state the optimizer keeps beside the parameters.
+    fn state_bytes(&self) -> usize {
+        self.state()
+            .iter()
+            .map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+}
+
+impl Optimizer for AdamW {
+    fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+        AdamW::step(self, grads, lr)
+    }
+    fn state(&self) -> Vec<(String, Tensor)> {
+        AdamW::state(self)
+    }
+    fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: usize) -> Result<()> {
+        AdamW::load_state(self, tensors, step)
+    }
+    fn step_count(&self) -> usize {
+        AdamW::step_count(self)
+    }
+}
+
 /// AdamW with the exact update of `torch.optim.AdamW` (single-tensor path):
 /// `p ← p·(1 − lr·wd)`, `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
 /// `p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + eps)`.

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod method_cases;
+
 use ndarray::Array2;
 use rand::Rng;
 

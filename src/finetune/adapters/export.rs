@@ -1,17 +1,22 @@
-//! ABBA adapters in formats other tools load: PEFT LoHa (exact, pad to r = max(r1, r2) and α = s·r) and PEFT LoRA
-//! (exact at rank r1·r2 through the Khatri–Rao factors, or the best rank-k approximation by SVD of ΔW). The
-//! conversions are the matrix ones of [`crate::adapter::convert`], applied module by module.
+//! Adapters in formats other tools load: an ABBA as PEFT LoHa (exact, pad to r = max(r1, r2) and α = s·r), and
+//! any adapter as a PEFT LoRA (exact — rank r1·r2 through the Khatri–Rao factors for ABBA, the numerical rank of
+//! ΔW for the others — or the best rank-k approximation by SVD of ΔW). The conversions are the matrix ones of
+//! [`crate::adapter::convert`], applied module by module.
 
-use candle_core::{DType, Device, Var};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use ndarray::Array2;
 
 use super::peft::AdapterSet;
-use crate::adapter::convert::truncated_lora;
+use crate::adapter::convert::{EXACT_RANK_RTOL, exact_lora, truncated_lora};
 use crate::adapter::init::AbbaInit;
 use crate::adapter::scaling::{AbbaScale, LoraScale};
-use crate::adapter::{Abba, AbbaSpec, KeyStyle, LoraSpec, Method};
+use crate::adapter::{Abba, AbbaSpec, KeyStyle, Lora, LoraSpec, Method};
 use crate::error::{AbbaError, Result};
 use crate::finetune::bridge::{from_array, to_array};
 use crate::finetune::layers::AdapterWeights;
+use crate::finetune::model::Llama;
 
 /// Which LoRA an ABBA adapter becomes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +39,7 @@ fn abba_of(w: &AdapterWeights) -> Result<Abba<f64>> {
             },
         ),
         _ => Err(AbbaError::InvalidArgument(
-            "export takes an ABBA (or LoHa) adapter; LoRA and HiRA adapters are already in PEFT's format".into(),
+            "a LoHa export takes an ABBA (or LoHa) adapter; export other methods with --to peft-lora".into(),
         )),
     }
 }
@@ -81,15 +86,34 @@ pub fn to_loha(set: &AdapterSet) -> Result<AdapterSet> {
     })
 }
 
-/// A PEFT LoRA of an ABBA adapter set, exact or truncated. The scale is folded into B and `lora_alpha = r`, so
-/// PEFT's α/r is 1.
-pub fn to_lora(set: &AdapterSet, rank: LoraRank) -> Result<AdapterSet> {
+/// A PEFT LoRA of any adapter set, exact or truncated. The update each module adds to the **original** base is
+/// converted: ΔW(θ) − ΔW(θ₀) where the initialisation changed the base. ABBA's exact form is its rank-r1·r2
+/// Khatri–Rao LoRA; a LoRA is itself; every other method is cut from the SVD of its update at the numerical rank
+/// ([`EXACT_RANK_RTOL`]). HiRA and DoRA updates read the frozen weight: `base` gives each module's W0 (by path).
+/// The scale is folded into B and `lora_alpha = r`, so PEFT's α/r is 1; modules of different ranks are written
+/// with PEFT's `rank_pattern`.
+pub fn to_lora(set: &AdapterSet, rank: LoraRank, base: Option<&Llama>) -> Result<AdapterSet> {
+    let weights_of: HashMap<String, Tensor> = match base {
+        Some(model) => model
+            .linears()
+            .into_iter()
+            .map(|(path, _, lin)| (path, lin.weight.clone()))
+            .collect(),
+        None => HashMap::new(),
+    };
     let mut modules = Vec::new();
     for (path, w) in &set.modules {
-        let abba = abba_of(w)?;
-        let lora = match rank {
-            LoraRank::Exact => abba.to_lora_exact()?,
-            LoraRank::Truncated(k) => truncated_lora(&crate::adapter::Adapter::delta(&abba), k)?,
+        let lora = match (rank, &w.method, &w.origin) {
+            (LoraRank::Exact, Method::Abba(_), None) => abba_of(w)?.to_lora_exact()?,
+            (LoraRank::Exact, Method::Lora(s), None) => Lora::new(
+                to_array(w.var("B")?.as_tensor())?,
+                to_array(w.var("A")?.as_tensor())?,
+                LoraScale::Explicit {
+                    scale: s.scale.value(s.r),
+                },
+            )?,
+            (LoraRank::Exact, _, _) => exact_lora(&update(path, w, &weights_of)?, EXACT_RANK_RTOL)?,
+            (LoraRank::Truncated(k), _, _) => truncated_lora(&update(path, w, &weights_of)?, k)?,
         };
         let r = lora.rank();
         let method = Method::Lora(LoraSpec {
@@ -105,4 +129,25 @@ pub fn to_lora(set: &AdapterSet, rank: LoraRank) -> Result<AdapterSet> {
         modules,
         ..set.clone()
     })
+}
+
+/// The update a module adds to the original base, ΔW(θ) − ΔW(θ₀), as f64.
+fn update(path: &str, w: &AdapterWeights, base: &HashMap<String, Tensor>) -> Result<Array2<f64>> {
+    let w0 = match base.get(path) {
+        Some(t) => t.to_dtype(DType::F32)?,
+        None if w.method.delta_reads_w0() => {
+            return Err(AbbaError::InvalidArgument(format!(
+                "{path}: a {} update depends on the frozen weight: pass --base MODEL_DIR, the model the adapter was trained on",
+                w.method.name()
+            )));
+        }
+        // Unread by the method's ΔW: any tensor of the layer's shape does.
+        None => Tensor::zeros(w.layer_shape(), DType::F32, &Device::Cpu)?,
+    };
+    let w = w.to_dtype(DType::F32)?;
+    let mut delta = w.delta(&w0)?;
+    if let Some(origin) = w.origin_delta(&w0)? {
+        delta = (delta - origin)?;
+    }
+    to_array(&delta)
 }

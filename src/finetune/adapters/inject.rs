@@ -109,11 +109,11 @@ pub fn initial_adapter(
         .map(|t| Ok(Var::from_tensor(t)?))
         .collect::<Result<Vec<_>>>()?;
     let weights = AdapterWeights::new(method.clone(), vars, w0.dim())?;
-    Ok(match &init.residual_base {
-        Some(residual) => (
-            weights.with_origin(values),
-            Some(from_array(residual, dtype, &device)?),
-        ),
-        None => (weights, None),
-    })
+    if init.residual_base.is_none() {
+        return Ok((weights, None));
+    }
+    // The residual from the stored (rounded) θ₀, as a reload of the saved adapter will form it.
+    let weights = weights.with_origin(values);
+    let residual = weights.residual_base(weight)?;
+    Ok((weights, residual))
 }

@@ -262,9 +262,9 @@ impl AdapterSet {
                 None => None,
             };
             if let Some(w) = &adapter
-                && let Some(d) = w.origin_delta(&lin.weight)?
+                && let Some(residual) = w.residual_base(&lin.weight)?
             {
-                lin.weight = (&lin.weight - d)?;
+                lin.weight = residual;
             }
             lin.adapter = adapter;
             lin.dropout = self.dropout;

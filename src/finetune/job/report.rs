@@ -37,6 +37,11 @@ pub struct FinetuneReport {
     pub wall_seconds: f64,
     pub peak_rss_mib: f64,
     pub resumed_from: Option<usize>,
+    /// `adamw` or `lora-pro`, and the MiB of state it kept beside the parameters.
+    #[serde(default)]
+    pub optimizer: String,
+    #[serde(default)]
+    pub optimizer_state_mib: f64,
     pub abba_version: String,
     pub git_commit: String,
     pub candle_version: String,

@@ -138,6 +138,11 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         wall_seconds: wall.elapsed().as_secs_f64(),
         peak_rss_mib: crate::process::memory_mib(crate::process::Memory::Peak),
         resumed_from: outcome.resumed_from,
+        optimizer: match spec.train.optimizer {
+            crate::finetune::train::config::OptimizerKind::Adamw => "adamw".into(),
+            crate::finetune::train::config::OptimizerKind::LoraPro => "lora-pro".into(),
+        },
+        optimizer_state_mib: outcome.optimizer_state_mib,
         abba_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("ABBA_GIT_COMMIT").into(),
         candle_version: CANDLE_VERSION.into(),

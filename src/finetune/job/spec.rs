@@ -151,7 +151,15 @@ impl FinetuneSpec {
         if self.eval.batch_size == 0 {
             return bad("[eval] batch_size must be at least 1");
         }
-        self.adapter.resolve()?;
+        let adapter = self.adapter.resolve()?;
+        if self.train.optimizer == crate::finetune::train::OptimizerKind::LoraPro
+            && !matches!(adapter.method, crate::adapter::Method::Lora(_))
+        {
+            return Err(AbbaError::InvalidArgument(format!(
+                "[train] optimizer = \"lora-pro\" adjusts LoRA's gradients, but [adapter] method is {}: use method = \"lora\" (or rslora), or optimizer = \"adamw\"",
+                adapter.method.name()
+            )));
+        }
         self.train.validate()
     }
 }

@@ -75,6 +75,23 @@ impl AdapterWeights {
         Ok(Some(initial.delta(w0)?))
     }
 
+    /// The base the adapter trains on when its initialisation changed it, W0 − ΔW(θ₀): formed in f64 from the
+    /// stored θ₀ and rounded once to W0's dtype, so that training and a reload from the saved file build the same
+    /// tensor (ΔW(θ₀) can be as large as W0, and an f32 difference of the two would not round the same way).
+    pub fn residual_base(&self, w0: &Tensor) -> Result<Option<Tensor>> {
+        let Some(origin) = &self.origin else {
+            return Ok(None);
+        };
+        let w0_64 = w0.to_dtype(DType::F64)?;
+        let vars = origin
+            .iter()
+            .map(|t| Ok(Var::from_tensor(&t.to_dtype(DType::F64)?)?))
+            .collect::<Result<Vec<_>>>()?;
+        let initial = AdapterWeights::new(self.method.clone(), vars, self.shape)?;
+        let residual = (&w0_64 - initial.delta(&w0_64)?)?;
+        Ok(Some(residual.to_dtype(w0.dtype())?))
+    }
+
     pub fn vars(&self) -> Vec<&Var> {
         self.vars.iter().collect()
     }

@@ -1,11 +1,13 @@
-//! What each method trains in the toy: an adapter on both layers (LoRA, HiRA, ABBA) initialised exactly as the
-//! transformer path does (`finetune::adapters::inject`), or every weight and bias (full fine-tuning).
+//! What each method trains in the toy: an adapter on both layers (any method of the project) sized to the shared
+//! budget and initialised exactly as the transformer path does (`finetune::adapters::inject`), or every weight
+//! and bias (full fine-tuning).
 
 use candle_core::Var;
 
 use super::mlp::Mlp;
 use crate::adapter::scaling::{AbbaScale, LoraScale};
-use crate::adapter::{AbbaSpec, LoraSpec, Method, MethodKind};
+use crate::adapter::section::{Defaults, MethodSection};
+use crate::adapter::{Method, MethodKind};
 use crate::budget::{AbbaRankRule, Budget as BudgetSize, sized};
 use crate::error::{AbbaError, Result};
 use crate::finetune::adapters::inject::initial_adapter;
@@ -36,49 +38,50 @@ impl Budget {
         (self.rank / 2, self.rank / 2)
     }
 
-    /// `kind` with the toy's scales (α/r for LoRA, the paper's α²/√(r1·r2) for ABBA) and initialisations, unsized.
-    pub fn template(&self, kind: MethodKind) -> Method {
-        match kind.template() {
-            Method::Lora(s) => Method::Lora(LoraSpec {
-                scale: LoraScale::Standard {
-                    alpha: self.lora_alpha,
-                },
-                ..s
+    /// The method a `methods` entry names, unsized, with the toy's scales where the entry writes none: α/r
+    /// (α = `lora_alpha`) for LoRA-family scales, the paper's α²/√(r1·r2) (α = `abba_alpha`) for ABBA's.
+    pub fn template(&self, entry: &MethodSection) -> Result<Method> {
+        entry.template(Defaults {
+            lora_scale: Some(LoraScale::Standard {
+                alpha: self.lora_alpha,
             }),
-            Method::Abba(s) => Method::Abba(AbbaSpec {
-                scale: AbbaScale::Paper {
-                    alpha: self.abba_alpha,
-                },
-                ..s
+            abba_scale: Some(AbbaScale::Paper {
+                alpha: self.abba_alpha,
             }),
-            other => other,
-        }
+        })
     }
 }
 
-/// Makes `mlp` trainable for `method` and returns the variables to optimise. Adapters start with ΔW = 0, so every
-/// method starts from the pretrained function; layer `i` draws from stream `i` of `seed`, as `inject` does.
-pub fn prepare(mlp: &mut Mlp, method: MethodKind, budget: &Budget, seed: u64) -> Result<Vec<Var>> {
-    if method == MethodKind::Full {
+/// Makes `mlp` trainable for `method` (a template: each layer's sizes come from the budget) and returns the
+/// variables to optimise. Adapters start from the pretrained function (ΔW = 0, or the residual base of the inits
+/// that change it); layer `i` draws from stream `i` of `seed`, as `inject` does. A method whose sizes are given
+/// (or, like KRAdapter's, follow from the shape) keeps them; a budget another method cannot reach within 10 % is
+/// an error naming the nearest sizes.
+pub fn prepare(mlp: &mut Mlp, method: &Method, budget: &Budget, seed: u64) -> Result<Vec<Var>> {
+    if *method == Method::Full {
         return mlp.make_base_trainable();
     }
-    if method == MethodKind::Abba && (budget.rank < 2 || !budget.rank.is_multiple_of(2)) {
+    if method.kind() == MethodKind::Abba && (budget.rank < 2 || !budget.rank.is_multiple_of(2)) {
         return Err(AbbaError::InvalidArgument(format!(
             "rank {} cannot be split evenly into ABBA's r1 = r2 = r/2: use an even rank ≥ 2",
             budget.rank
         )));
     }
-    let template = budget.template(method);
     let mut vars = Vec::new();
     for (index, layer) in mlp.layers_mut().into_iter().enumerate() {
         let mut rng = seeded(derive(seed, index as u64));
         let shape = layer.weight.dims2()?;
-        let sized = sized(
-            &template,
-            BudgetSize::LoraRank(budget.rank),
-            AbbaRankRule::Half,
-            shape,
-        )?;
+        // An entry that writes its sizes (a chain's ranks, an explicit r) is used at them; so is KRAdapter,
+        // whose sizes follow from the shape.
+        let sized = match method.validate(shape) {
+            Ok(()) => method.clone(),
+            Err(_) => sized(
+                method,
+                BudgetSize::LoraRank(budget.rank),
+                AbbaRankRule::Half,
+                shape,
+            )?,
+        };
         let (weights, residual) = initial_adapter(&layer.weight, &sized, &mut rng)?;
         if let Some(base) = residual {
             layer.weight = base;

@@ -45,7 +45,7 @@ pub fn write_outputs(spec: &ToySpec, report: &ToyReport, out_dir: &Path) -> Resu
     write_atomic(
         &results,
         &csv_bytes(report.methods.iter().map(|m| ResultRow {
-            method: m.method.name(),
+            method: &m.method,
             trainable_params: m.trainable_params,
             acc_new: m.acc_new,
             acc_old: m.acc_old,
@@ -59,7 +59,7 @@ pub fn write_outputs(spec: &ToySpec, report: &ToyReport, out_dir: &Path) -> Resu
         &losses,
         &csv_bytes(report.methods.iter().flat_map(|m| {
             m.losses.iter().enumerate().map(|(step, &loss)| LossRow {
-                method: m.method.name(),
+                method: &m.method,
                 step,
                 loss,
             })
@@ -112,8 +112,9 @@ pub fn render_summary(spec: &ToySpec, report: &ToyReport) -> String {
          MLP 784 → {h} (ReLU) → 10, pretrained on digits 0–7 ({pe} epochs, lr {plr}, batch {pb}): test accuracy \
          {acc}% on 0–7, cross-entropy {lb:.4} on the 8–9 training set. Each method then adapts that model to \
          digits 8–9 alone ({ae} epochs, lr {alr}, batch {ab}, Adam, {sched} schedule, all ten outputs kept). \
-         Adapters on both layers: LoRA r = {r} (s = α/r, α = {la}), HiRA r = {r}, ABBA r1 = r2 = {r1}/{r2} \
-         (paper init and scale α²/√(r1r2), α = {aa}). {tr} train / {te} test images per digit, seed {seed}.\n\n\
+         Adapters on both layers at the budget of a LoRA of rank {r}, r·(m+n) parameters per layer: LoRA-family \
+         scales α/r (α = {la}), ABBA r1 = r2 = {r1}/{r2} (paper init and scale α²/√(r1r2), α = {aa}), the \
+         discrete methods (LoKr, KronA, MoRA) at the nearest size within 10 %, KRAdapter at its one size per layer. {tr} train / {te} test images per digit, seed {seed}.\n\n\
          `acc_new`: test accuracy on 8–9; `acc_old`: test accuracy on 0–7 after adaptation; `final_loss`: mean \
          cross-entropy over the 8–9 training set after adaptation.\n\n\
          | method | trainable params | acc_new % | acc_old % | final_loss | seconds | status |\n\
@@ -139,6 +140,7 @@ pub fn render_summary(spec: &ToySpec, report: &ToyReport) -> String {
         let status = match m.status {
             super::report::Status::Ok => "ok",
             super::report::Status::Diverged => "diverged",
+            super::report::Status::Failed => "failed",
         };
         let loss = if m.final_loss.is_finite() {
             format!("{:.4}", m.final_loss)
@@ -154,6 +156,13 @@ pub fn render_summary(spec: &ToySpec, report: &ToyReport) -> String {
             loss,
             m.seconds,
             status
+        ));
+    }
+    for m in report.methods.iter().filter(|m| m.error.is_some()) {
+        s.push_str(&format!(
+            "\n{} failed: {}\n",
+            m.method,
+            m.error.as_deref().unwrap_or_default()
         ));
     }
     s

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::adapter::MethodKind;
-
 /// How a method's adaptation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -13,11 +11,14 @@ pub enum Status {
     Ok,
     /// A non-finite loss stopped it; its accuracies and final loss are NaN.
     Diverged,
+    /// It could not start (a budget the method cannot reach): `error` says why; the other methods go on.
+    Failed,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MethodReport {
-    pub method: MethodKind,
+    /// The method as results name it (`lora`, `pissa`, `mora-6`, …).
+    pub method: String,
     pub trainable_params: usize,
     /// Test accuracy on digits 8–9 (argmax over all ten outputs).
     pub acc_new: f64,
@@ -29,6 +30,8 @@ pub struct MethodReport {
     pub status: Status,
     /// Minibatch loss of every adaptation step.
     pub losses: Vec<f64>,
+    /// Why a failed method did not run.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -96,10 +96,28 @@ pub fn run_toy(spec: &ToySpec, out_dir: &Path, progress: bool) -> Result<ToyRepo
     // Phase 2: each method from the same weights, same batches, same adapter seed.
     let adapt = opts(spec.adapt_epochs, spec.adapt_lr, spec.adapt_batch, 3);
     let mut methods = Vec::new();
-    for &method in &spec.methods {
+    for method in spec.templates()? {
         let started = Instant::now();
+        let name = method.record_name().to_string();
         let mut model = base.clone();
-        let vars = prepare(&mut model, method, &spec.budget(), derive(spec.seed, 4))?;
+        let vars = match prepare(&mut model, &method, &spec.budget(), derive(spec.seed, 4)) {
+            Ok(vars) => vars,
+            Err(e) => {
+                say(format!("{name:>9}: failed: {e}"));
+                methods.push(MethodReport {
+                    method: name,
+                    trainable_params: 0,
+                    acc_new: f64::NAN,
+                    acc_old: f64::NAN,
+                    final_loss: f64::NAN,
+                    seconds: started.elapsed().as_secs_f64(),
+                    status: Status::Failed,
+                    losses: Vec::new(),
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
         let trainable_params: usize = vars.iter().map(|v| v.elem_count()).sum();
         let log = train(&model, vars, &x_new, &y_new, &adapt, |_, _| {})?;
         let (final_loss, _) = model.evaluate(&x_new, &y_new)?;
@@ -112,7 +130,7 @@ pub fn run_toy(spec: &ToySpec, out_dir: &Path, progress: bool) -> Result<ToyRepo
         };
         let nan_if_diverged = |v: f64| if status == Status::Ok { v } else { f64::NAN };
         let report = MethodReport {
-            method,
+            method: name.clone(),
             trainable_params,
             acc_new: nan_if_diverged(acc_new),
             acc_old: nan_if_diverged(acc_old),
@@ -120,9 +138,10 @@ pub fn run_toy(spec: &ToySpec, out_dir: &Path, progress: bool) -> Result<ToyRepo
             seconds: started.elapsed().as_secs_f64(),
             status,
             losses: log.losses,
+            error: None,
         };
         say(format!(
-            "{method:>5}: {trainable_params} params, loss {:.4}, 8–9 {:.2}%, 0–7 {:.2}%, {:.1}s{}",
+            "{name:>9}: {trainable_params} params, loss {:.4}, 8–9 {:.2}%, 0–7 {:.2}%, {:.1}s{}",
             report.final_loss,
             100.0 * report.acc_new,
             100.0 * report.acc_old,

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::adapt::{Budget, PAPER_METHODS};
 use super::mnist::CLASSES;
-use crate::adapter::MethodKind;
+use crate::adapter::section::{METHOD_NAMES, MethodEntry};
+use crate::adapter::{Method, MethodKind};
 use crate::error::{AbbaError, Result};
 use crate::finetune::optim::Schedule;
 
@@ -55,7 +56,8 @@ pub struct ToySpec {
     /// Global gradient-norm clip for both phases; none by default.
     #[serde(default)]
     pub max_grad_norm: Option<f64>,
-    /// LoRA and HiRA rank; ABBA uses r1 = r2 = rank/2, the same parameter count.
+    /// The budget, as a LoRA rank: every adapter trains about rank·(m+n) parameters per layer (ABBA
+    /// r1 = r2 = rank/2; the discrete methods the nearest size within 10 %; KRAdapter its one size).
     #[serde(default = "defaults::rank")]
     pub rank: usize,
     /// LoRA scale α/r.
@@ -64,8 +66,9 @@ pub struct ToySpec {
     /// ABBA paper scale α²/√(r1·r2).
     #[serde(default = "defaults::abba_alpha")]
     pub abba_alpha: f64,
+    /// The methods, spelled as in studies: a name (`"dora"`) or a table (`{ method = "mora", mora_type = 6 }`).
     #[serde(default = "defaults::methods")]
-    pub methods: Vec<MethodKind>,
+    pub methods: Vec<MethodEntry>,
 }
 
 mod defaults {
@@ -103,8 +106,11 @@ mod defaults {
     pub fn abba_alpha() -> f64 {
         4.0
     }
-    pub fn methods() -> Vec<MethodKind> {
-        PAPER_METHODS.to_vec()
+    pub fn methods() -> Vec<MethodEntry> {
+        PAPER_METHODS
+            .iter()
+            .map(|k| MethodEntry::Name(k.name().into()))
+            .collect()
     }
 }
 
@@ -115,6 +121,15 @@ impl ToySpec {
             lora_alpha: self.lora_alpha,
             abba_alpha: self.abba_alpha,
         }
+    }
+
+    /// Each entry of `methods` as an unsized method with the toy's scales.
+    pub fn templates(&self) -> Result<Vec<Method>> {
+        let budget = self.budget();
+        self.methods
+            .iter()
+            .map(|e| budget.template(&e.section()))
+            .collect()
     }
 
     /// Checks what serde cannot: the task name, sizes, learning rates and the ABBA rank split.
@@ -149,23 +164,20 @@ impl ToySpec {
             }
         }
         if self.methods.is_empty() {
-            return bad(
-                "methods is empty: list some of \"lora\", \"hira\", \"abba\", \"full\"".into(),
-            );
-        }
-        if let Some(m) = self.methods.iter().find(|m| !PAPER_METHODS.contains(m)) {
             return bad(format!(
-                "method '{m}' is not in the toy: use some of \"lora\", \"hira\", \"abba\", \"full\""
+                "methods is empty: list some of {}",
+                METHOD_NAMES.join(", ")
             ));
         }
-        if self.methods.contains(&MethodKind::Abba) && !self.rank.is_multiple_of(2) {
+        let methods = self.templates()?;
+        if methods.iter().any(|m| m.kind() == MethodKind::Abba) && !self.rank.is_multiple_of(2) {
             return bad(format!(
                 "rank {} is odd, so ABBA cannot match it with r1 = r2 = rank/2: use an even rank",
                 self.rank
             ));
         }
         let max_rank = self.hidden.min(CLASSES);
-        let adapted = self.methods.iter().any(|m| *m != MethodKind::Full);
+        let adapted = methods.iter().any(|m| *m != Method::Full);
         if adapted && self.rank > max_rank {
             return bad(format!(
                 "rank {} exceeds the {CLASSES}×{} output layer: use a rank ≤ {max_rank}",

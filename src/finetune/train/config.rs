@@ -26,6 +26,18 @@ pub struct TrainConfig {
     pub max_grad_norm: f64,
     /// Write an adapter/optimizer checkpoint every this many optimizer steps (0: only at the end).
     pub checkpoint_every: usize,
+    /// `adamw` (default), or `lora-pro`: LoRA's gradients adjusted to follow Adam on the full m×n gradient
+    /// (LoRA and rsLoRA only; its m×n moments are reported as optimizer memory).
+    pub optimizer: OptimizerKind,
+}
+
+/// The optimizer of a fine-tuning run.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    #[default]
+    Adamw,
+    LoraPro,
 }
 
 impl Default for TrainConfig {
@@ -45,6 +57,7 @@ impl Default for TrainConfig {
             grad_accum: 1,
             max_grad_norm: 1.0,
             checkpoint_every: 0,
+            optimizer: OptimizerKind::Adamw,
         }
     }
 }

@@ -3,8 +3,9 @@
 
 pub mod config;
 pub mod log;
+pub mod lora_pro;
 pub mod state;
 pub mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{OptimizerKind, TrainConfig};
 pub use trainer::{TrainOutcome, TrainSetup, train};

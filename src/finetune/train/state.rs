@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AbbaError, Result};
 use crate::finetune::model::checkpoint::save_safetensors;
-use crate::finetune::optim::AdamW;
+use crate::finetune::optim::Optimizer;
 use crate::io::write_dir_atomic;
 
 const VARS: &str = "trainable.safetensors";
@@ -31,7 +31,7 @@ pub fn checkpoint_dir(out: &Path, step: usize) -> PathBuf {
 pub fn save(
     out: &Path,
     vars: &[(String, Var)],
-    opt: &AdamW,
+    opt: &dyn Optimizer,
     state: &CheckpointState,
 ) -> Result<()> {
     let cpu = |t: &Tensor| t.to_device(&Device::Cpu);
@@ -68,7 +68,11 @@ pub fn latest(out: &Path) -> Option<PathBuf> {
 }
 
 /// Restores variables and optimizer from `dir`; every variable must be present with its shape.
-pub fn restore(dir: &Path, vars: &[(String, Var)], opt: &mut AdamW) -> Result<CheckpointState> {
+pub fn restore(
+    dir: &Path,
+    vars: &[(String, Var)],
+    opt: &mut dyn Optimizer,
+) -> Result<CheckpointState> {
     let bad = |message: String| AbbaError::Format {
         path: dir.display().to_string(),
         format: "training checkpoint",

@@ -7,8 +7,9 @@ use std::time::Instant;
 use candle_core::Var;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::config::TrainConfig;
+use super::config::{OptimizerKind, TrainConfig};
 use super::log::{LogRow, TrainLog};
+use super::lora_pro::LoraProOptimizer;
 use super::state::{self, CheckpointState};
 use crate::error::Result;
 use crate::finetune::data::{Batcher, Encoded, collate};
@@ -16,7 +17,7 @@ use crate::finetune::eval::loss::{batch_tensors, masked_cross_entropy};
 use crate::finetune::layers::ForwardCtx;
 use crate::finetune::model::Llama;
 use crate::finetune::optim::{
-    AdamW, GradAccumulator, clip_grad_norm, lr_at, warmup_steps_from_ratio,
+    AdamW, GradAccumulator, Optimizer, clip_grad_norm, lr_at, warmup_steps_from_ratio,
 };
 use crate::rng::derive;
 
@@ -49,6 +50,9 @@ pub struct TrainOutcome {
     pub resumed_from: Option<usize>,
     /// The loss became NaN or infinite; training stopped at that step.
     pub diverged: bool,
+    /// MiB the optimizer keeps beside the parameters (AdamW: two moments per parameter; LoRA-Pro: two m×n
+    /// moments per layer).
+    pub optimizer_state_mib: f64,
 }
 
 pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
@@ -62,7 +66,10 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
     let total = s.cfg.total_steps(data.len())?;
     let warmup = warmup_steps_from_ratio(s.cfg.warmup_ratio, total)?;
     let vars: Vec<Var> = s.vars.iter().map(|(_, v)| v.clone()).collect();
-    let mut opt = AdamW::new(vars.clone(), s.cfg.adamw())?;
+    let mut opt: Box<dyn Optimizer> = match s.cfg.optimizer {
+        OptimizerKind::Adamw => Box::new(AdamW::new(vars.clone(), s.cfg.adamw())?),
+        OptimizerKind::LoraPro => Box::new(LoraProOptimizer::new(s.model, s.vars, s.cfg.adamw())?),
+    };
     std::fs::create_dir_all(s.out_dir).map_err(|e| crate::AbbaError::io(s.out_dir, e))?;
 
     let mut start = CheckpointState {
@@ -74,7 +81,7 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
     if s.resume
         && let Some(dir) = state::latest(s.out_dir)
     {
-        start = state::restore(&dir, s.vars, &mut opt)?;
+        start = state::restore(&dir, s.vars, opt.as_mut())?;
         resumed_from = Some(start.step);
     }
     let mut log = TrainLog::open(&s.out_dir.join("train_log.csv"), start.step)?;
@@ -153,7 +160,7 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
                 tokens,
                 elapsed_s: elapsed,
             };
-            state::save(s.out_dir, s.vars, &opt, &st)?;
+            state::save(s.out_dir, s.vars, opt.as_ref(), &st)?;
         }
     }
     bar.finish_and_clear();
@@ -167,6 +174,7 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
         tokens_per_s: (tokens - start.tokens) as f64 / seconds.max(1e-9),
         resumed_from,
         diverged,
+        optimizer_state_mib: opt.state_bytes() as f64 / (1024.0 * 1024.0),
     })
 }
 

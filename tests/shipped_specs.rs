@@ -1,0 +1,33 @@
+//! Every spec shipped under `experiments/` loads and passes its checks, so a README command never stops at a
+//! typo: studies, toy runs and transformer fine-tuning configs, each through the loader its command uses.
+
+use std::path::Path;
+
+use abba::finetune::job::spec::FinetuneSpec;
+use abba::study::spec::StudySpec;
+
+#[test]
+fn every_shipped_experiment_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let result = if text.contains("task = \"mnist-toy\"") {
+            abba::finetune::toy::load_spec(&path).map(|_| ())
+        } else if name.starts_with("finetune-") {
+            FinetuneSpec::load(&path).map(|_| ())
+        } else {
+            StudySpec::load(&path).map(|_| ())
+        };
+        if let Err(e) = result {
+            panic!("{name}: {e}");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 20, "only {seen} specs found in {}", dir.display());
+}
