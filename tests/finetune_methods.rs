@@ -307,17 +307,17 @@ fn lora_pro_refuses_other_methods_in_one_line() {
         .unwrap();
     let mut m = tiny();
     let (vars, _) = inject(&mut m, &adapter, 3).unwrap();
-    let err = run(
+    let Err(err) = run(
         &m,
         &vars,
         &lora_pro(2),
         &tempdir("lorapro-abba"),
         None,
         false,
-    )
-    .err()
-    .expect("LoRA-Pro on ABBA must be refused")
-    .to_string();
+    ) else {
+        panic!("LoRA-Pro on ABBA must be refused");
+    };
+    let err = err.to_string();
     assert!(
         err.contains("LoRA-Pro") && err.contains("abba") && !err.contains('\n'),
         "{err}"
