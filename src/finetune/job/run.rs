@@ -32,6 +32,7 @@ pub struct RunOptions {
 
 pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneReport> {
     let wall = Instant::now();
+    let memory = crate::process::RunPeak::start();
     let out = opts
         .out_dir
         .clone()
@@ -111,6 +112,7 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
     )?;
     let generation = eval.generation;
 
+    let peak = memory.read();
     let report = FinetuneReport {
         name: spec.name.clone(),
         status: if outcome.diverged { "diverged" } else { "ok" }.into(),
@@ -136,7 +138,8 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         tokens_per_s: outcome.tokens_per_s,
         train_seconds: outcome.seconds,
         wall_seconds: wall.elapsed().as_secs_f64(),
-        peak_rss_mib: crate::process::memory_mib(crate::process::Memory::Peak),
+        peak_rss_mib: peak.0,
+        peak_rss_scope: Some(peak.1.name().into()),
         resumed_from: outcome.resumed_from,
         abba_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("ABBA_GIT_COMMIT").into(),
