@@ -103,11 +103,24 @@ fn to_ndarray<T: Real>(m: MatRef<'_, T>) -> Array2<T> {
 
 /// `dst = alpha·a·b + (dst if accumulate)`. Transposed operands are just `.t()` views: no copy.
 pub fn gemm_into<T: Real>(
+    dst: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+) {
+    gemm_into_par(dst, accumulate, a, b, alpha, true)
+}
+
+/// [`gemm_into`] on the calling thread alone when `parallel` is false (for small products that callers already
+/// run in parallel with each other); with `parallel` true it uses the threads [`set_threads`] allows.
+pub fn gemm_into_par<T: Real>(
     mut dst: ArrayViewMut2<'_, T>,
     accumulate: bool,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     alpha: T,
+    parallel: bool,
 ) {
     assert_eq!(a.ncols(), b.nrows(), "gemm: inner dimensions differ");
     assert_eq!(
@@ -132,7 +145,7 @@ pub fn gemm_into<T: Real>(
         as_faer(&a),
         as_faer(&b),
         alpha,
-        par(),
+        if parallel { par() } else { Par::Seq },
     );
 }
 

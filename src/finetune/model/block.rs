@@ -1,6 +1,6 @@
 //! One decoder layer: pre-norm grouped-query self-attention and a SwiGLU MLP, each added to the residual stream.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::Tensor;
 
 use super::cache::KvCache;
 use super::config::ModelConfig;
@@ -8,6 +8,9 @@ use super::rope::Rope;
 use super::target::TargetModule;
 use crate::error::Result;
 use crate::finetune::layers::{AdaptedLinear, ForwardCtx};
+use crate::finetune::ops::rms_norm::rms_norm;
+use crate::finetune::ops::swiglu::silu_mul;
+use crate::finetune::ops::{attention, rope};
 
 #[derive(Clone, Debug)]
 pub struct Block {
@@ -55,6 +58,8 @@ impl Block {
     }
 
     /// `x`: (batch, seq, hidden) whose first position is `offset` (non-zero only when a cache holds the past).
+    /// f32/f64 CPU tensors go through the fused kernels of [`crate::finetune::ops`]; other devices and dtypes
+    /// through the composite candle ops those kernels are tested against.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -62,13 +67,13 @@ impl Block {
         offset: usize,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
-        let eps = env.cfg.rms_norm_eps as f32;
-        let h = candle_nn::ops::rms_norm_slow(x, &self.input_norm, eps)?;
+        let eps = env.cfg.rms_norm_eps;
+        let h = rms_norm(x, &self.input_norm, eps)?;
         let x = (x + self.attention(&h, env, offset, cache)?)?;
-        let h = candle_nn::ops::rms_norm_slow(&x, &self.post_attention_norm, eps)?;
+        let h = rms_norm(&x, &self.post_attention_norm, eps)?;
         let gate = self.gate.forward(&h, env.ctx)?;
         let up = self.up.forward(&h, env.ctx)?;
-        let mlp = self.down.forward(&(gate.silu()? * up)?, env.ctx)?;
+        let mlp = self.down.forward(&silu_mul(&gate, &up)?, env.ctx)?;
         Ok((x + mlp)?)
     }
 
@@ -80,72 +85,30 @@ impl Block {
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
         let cfg = env.cfg;
-        let (b, t, _) = x.dims3()?;
+        let t = x.dim(1)?;
         let (heads, kv_heads, d) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
-        let split = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
+        let (cos, sin) = env.rope.tables(offset, t)?;
+        let split = |y: Tensor, n: usize, rotate: bool| -> Result<Tensor> {
+            let table = rotate.then_some((&cos, &sin));
+            Ok(match rope::split_heads_rope(&y, n, d, table)? {
+                Some(s) => s,
+                None => rope::split_heads_rope_composite(&y, n, d, table)?,
+            })
         };
-        let q = env
-            .rope
-            .apply(&split(self.q.forward(x, env.ctx)?, heads)?, offset)?;
-        let mut k = env
-            .rope
-            .apply(&split(self.k.forward(x, env.ctx)?, kv_heads)?, offset)?;
-        let mut v = split(self.v.forward(x, env.ctx)?, kv_heads)?;
+        let q = split(self.q.forward(x, env.ctx)?, heads, true)?;
+        let mut k = split(self.k.forward(x, env.ctx)?, kv_heads, true)?;
+        let mut v = split(self.v.forward(x, env.ctx)?, kv_heads, false)?;
         if let Some((cache, layer)) = cache {
             (k, v) = cache.append(layer, &k, &v)?;
         }
-        let k = repeat_kv(&k, heads / kv_heads)?;
-        let v = repeat_kv(&v, heads / kv_heads)?;
-        let total = k.dim(2)?;
-        // Scores and softmax in f32 (as HF's eager attention), whatever the model dtype.
-        let dtype = q.dtype();
-        let scores = (q
-            .to_dtype(DType::F32)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?
-            / (d as f64).sqrt())?;
-        let mask = causal_mask(t, total, offset, cfg.sliding_window, q.device())?;
-        let scores = scores.broadcast_add(&mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(dtype)?;
-        let out = probs.matmul(&v.contiguous()?)?;
-        let out = out.transpose(1, 2)?.reshape((b, t, heads * d))?;
+        let out = match attention::causal_attention(&q, &k, &v, cfg.sliding_window)? {
+            Some(out) => out,
+            None => attention::causal_attention_composite(&q, &k, &v, cfg.sliding_window)?,
+        };
         self.o.forward(&out, env.ctx)
     }
-}
-
-/// Each of the `kv_heads` key/value heads serves `n_rep` query heads (grouped-query attention).
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kv, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, kv, n_rep, t, d))?
-        .reshape((b, kv * n_rep, t, d))?)
-}
-
-/// (seq, total) additive mask: query i (absolute position offset + i) sees keys j ≤ offset + i, and with a sliding
-/// window only the last `window` of them.
-fn causal_mask(
-    seq: usize,
-    total: usize,
-    offset: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut mask = vec![0f32; seq * total];
-    for i in 0..seq {
-        let pos = offset + i;
-        for j in 0..total {
-            let too_far = window.is_some_and(|w| pos >= j + w);
-            if j > pos || too_far {
-                mask[i * total + j] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    Ok(Tensor::from_vec(mask, (seq, total), device)?)
 }

@@ -200,7 +200,7 @@ impl Llama {
             let layer_cache = cache.as_deref_mut().map(|c| (c, l));
             x = block.forward(&x, &env, offset, layer_cache)?;
         }
-        let x = candle_nn::ops::rms_norm_slow(&x, &self.norm, self.cfg.rms_norm_eps as f32)?;
+        let x = crate::finetune::ops::rms_norm::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         let logits = crate::finetune::layers::frozen::linear_t(&x.reshape((b * t, h))?, head)?;
         Ok(logits.reshape((b, t, self.cfg.vocab_size))?)

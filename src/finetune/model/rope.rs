@@ -72,6 +72,14 @@ impl Rope {
         self.cos.dim(0).unwrap_or(0)
     }
 
+    /// The cos and sin rows, (seq, head_dim/2) each, of positions `offset..offset + seq`.
+    pub fn tables(&self, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.cos.narrow(0, offset, seq)?,
+            self.sin.narrow(0, offset, seq)?,
+        ))
+    }
+
     /// Rotates `x` of shape (batch, heads, seq, head_dim) whose first position is `offset`. Built from
     /// differentiable ops (candle's fused `rope` kernel has no backward pass).
     pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
