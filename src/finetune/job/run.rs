@@ -106,6 +106,7 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
             loss_batch: spec.eval.batch_size,
             generate: n_gen,
             max_new_tokens: spec.eval.max_new_tokens,
+            generate_batch: spec.eval.generate_batch_size,
             samples: Some(&samples),
         },
         |_| {},

@@ -1,6 +1,6 @@
 //! One decoder layer: pre-norm grouped-query self-attention and a SwiGLU MLP, each added to the residual stream.
 
-use candle_core::Tensor;
+use candle_core::{D, DType, Tensor};
 
 use super::cache::KvCache;
 use super::config::ModelConfig;
@@ -32,6 +32,23 @@ pub struct BlockEnv<'a> {
     pub ctx: &'a ForwardCtx,
 }
 
+/// Rotary tables and attention mask of one cached (generation) step, computed once for all layers from the
+/// cache's [`StepLayout`](super::cache::StepLayout): each row of the batch at its own positions.
+pub struct CachedStep {
+    /// (batch, seq, head_dim/2).
+    pub cos: Tensor,
+    pub sin: Tensor,
+    /// Additive, broadcast against (batch, heads, seq, total); `None` when nothing is masked.
+    pub mask: Option<Tensor>,
+}
+
+/// A layer's view of the generation state: the cache it writes its keys and values to, and the step's layout.
+pub struct Cached<'a> {
+    pub cache: &'a mut KvCache,
+    pub layer: usize,
+    pub step: &'a CachedStep,
+}
+
 impl Block {
     pub fn linear(&self, t: TargetModule) -> &AdaptedLinear {
         match t {
@@ -57,19 +74,18 @@ impl Block {
         }
     }
 
-    /// `x`: (batch, seq, hidden) whose first position is `offset` (non-zero only when a cache holds the past).
+    /// `x`: (batch, seq, hidden), positions 0.. without a cache; with one, the step continues the cached rows.
     /// f32/f64 CPU tensors go through the fused kernels of [`crate::finetune::ops`]; other devices and dtypes
     /// through the composite candle ops those kernels are tested against.
     pub fn forward(
         &self,
         x: &Tensor,
         env: &BlockEnv<'_>,
-        offset: usize,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<Cached<'_>>,
     ) -> Result<Tensor> {
         let eps = env.cfg.rms_norm_eps;
         let h = rms_norm(x, &self.input_norm, eps)?;
-        let x = (x + self.attention(&h, env, offset, cache)?)?;
+        let x = (x + self.attention(&h, env, cache)?)?;
         let h = rms_norm(&x, &self.post_attention_norm, eps)?;
         let gate = self.gate.forward(&h, env.ctx)?;
         let up = self.up.forward(&h, env.ctx)?;
@@ -81,8 +97,7 @@ impl Block {
         &self,
         x: &Tensor,
         env: &BlockEnv<'_>,
-        offset: usize,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<Cached<'_>>,
     ) -> Result<Tensor> {
         let cfg = env.cfg;
         let t = x.dim(1)?;
@@ -91,24 +106,66 @@ impl Block {
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
-        let (cos, sin) = env.rope.tables(offset, t)?;
-        let split = |y: Tensor, n: usize, rotate: bool| -> Result<Tensor> {
-            let table = rotate.then_some((&cos, &sin));
+        let split = |y: Tensor, n: usize, table: Option<(&Tensor, &Tensor)>| -> Result<Tensor> {
             Ok(match rope::split_heads_rope(&y, n, d, table)? {
                 Some(s) => s,
                 None => rope::split_heads_rope_composite(&y, n, d, table)?,
             })
         };
-        let q = split(self.q.forward(x, env.ctx)?, heads, true)?;
-        let mut k = split(self.k.forward(x, env.ctx)?, kv_heads, true)?;
-        let mut v = split(self.v.forward(x, env.ctx)?, kv_heads, false)?;
-        if let Some((cache, layer)) = cache {
-            (k, v) = cache.append(layer, &k, &v)?;
-        }
-        let out = match attention::causal_attention(&q, &k, &v, cfg.sliding_window)? {
-            Some(out) => out,
-            None => attention::causal_attention_composite(&q, &k, &v, cfg.sliding_window)?,
+        let q = self.q.forward(x, env.ctx)?;
+        let k = self.k.forward(x, env.ctx)?;
+        let v = self.v.forward(x, env.ctx)?;
+        let out = match cache {
+            // Training and whole-sequence passes: positions 0..t, the fused causal kernel.
+            None => {
+                let (cos, sin) = env.rope.tables(0, t)?;
+                let q = split(q, heads, Some((&cos, &sin)))?;
+                let k = split(k, kv_heads, Some((&cos, &sin)))?;
+                let v = split(v, kv_heads, None)?;
+                match attention::causal_attention(&q, &k, &v, cfg.sliding_window)? {
+                    Some(out) => out,
+                    None => attention::causal_attention_composite(&q, &k, &v, cfg.sliding_window)?,
+                }
+            }
+            // A generation step: every row at its own positions, with the step's padding mask.
+            Some(Cached { cache, layer, step }) => {
+                let q = Rope::apply_tables(&split(q, heads, None)?, &step.cos, &step.sin)?;
+                let k = Rope::apply_tables(&split(k, kv_heads, None)?, &step.cos, &step.sin)?;
+                let v = split(v, kv_heads, None)?;
+                let (k, v) = cache.append(layer, &k, &v)?;
+                masked_attention(&q, &k, &v, step.mask.as_ref())?
+            }
         };
         self.o.forward(&out, env.ctx)
     }
+}
+
+/// Attention of q (b, heads, t, d) over the cached k, v (b, kv_heads, total, d) with an additive mask (generation
+/// only: no backward pass is needed). Grouped-query attention without copying keys and values for every query
+/// head: the n_rep query heads that share a key/value head are stacked along the sequence axis,
+/// (b, kv_heads, n_rep·t, d). Scores and softmax in f32 (as transformers' eager attention), whatever the model
+/// dtype. Returns (b, t, heads·d).
+fn masked_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (b, heads, t, d) = q.dims4()?;
+    let (_, kv_heads, total, _) = k.dims4()?;
+    let n_rep = heads / kv_heads;
+    let dtype = q.dtype();
+    let scores = (q
+        .to_dtype(DType::F32)?
+        .reshape((b, kv_heads, n_rep * t, d))?
+        .matmul(&k.to_dtype(DType::F32)?.t()?)?
+        / (d as f64).sqrt())?
+    .reshape((b, heads, t, total))?;
+    let scores = match mask {
+        Some(mask) => scores.broadcast_add(mask)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?
+        .to_dtype(dtype)?
+        .reshape((b, kv_heads, n_rep * t, total))?;
+    Ok(probs
+        .matmul(v)?
+        .reshape((b, heads, t, d))?
+        .transpose(1, 2)?
+        .reshape((b, t, heads * d))?)
 }
