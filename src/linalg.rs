@@ -83,6 +83,14 @@ fn par() -> Par {
     }
 }
 
+/// The number of threads one linear-algebra call may use now ([`threads`]' 0 resolved to rayon's count).
+pub fn thread_count() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => rayon::current_num_threads(),
+        n => n,
+    }
+}
+
 fn as_faer<'a, T: Real>(a: &'a ArrayView2<'_, T>) -> MatRef<'a, T> {
     let (r, c) = a.dim();
     let st = a.strides();
@@ -103,11 +111,38 @@ fn to_ndarray<T: Real>(m: MatRef<'_, T>) -> Array2<T> {
 
 /// `dst = alpha·a·b + (dst if accumulate)`. Transposed operands are just `.t()` views: no copy.
 pub fn gemm_into<T: Real>(
+    dst: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+) {
+    gemm_into_par(dst, accumulate, a, b, alpha, true)
+}
+
+/// As [`gemm_into`], on the calling thread only whatever [`set_threads`] says (for kernels that split the work
+/// between threads themselves). Each entry of the result is the same as [`gemm_into`]'s: faer splits a product
+/// between threads by rows and columns of the output, never along the inner dimension, which it walks in
+/// blocks of 512 whatever the output's shape.
+pub fn gemm_into_seq<T: Real>(
+    dst: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+) {
+    gemm_into_par(dst, accumulate, a, b, alpha, false)
+}
+
+/// [`gemm_into`] on the calling thread alone when `parallel` is false (for small products that callers already
+/// run in parallel with each other); with `parallel` true it uses the threads [`set_threads`] allows.
+pub fn gemm_into_par<T: Real>(
     mut dst: ArrayViewMut2<'_, T>,
     accumulate: bool,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     alpha: T,
+    parallel: bool,
 ) {
     assert_eq!(a.ncols(), b.nrows(), "gemm: inner dimensions differ");
     assert_eq!(
@@ -132,7 +167,7 @@ pub fn gemm_into<T: Real>(
         as_faer(&a),
         as_faer(&b),
         alpha,
-        par(),
+        if parallel { par() } else { Par::Seq },
     );
 }
 

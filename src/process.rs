@@ -1,12 +1,16 @@
-//! What the operating system says about this process and the machine: resident memory, and CPU time to tell how
-//! busy the other cores were during a measurement. Linux `/proc` only; elsewhere the figures are NaN / absent.
+//! What the operating system says about this process and the machine: resident memory (with a per-run peak,
+//! [`RunPeak`]), and CPU time to tell how busy the other cores were during a measurement. Linux `/proc` only;
+//! elsewhere the figures are NaN / absent.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Which resident-set figure to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Memory {
     /// Resident now (`VmRSS`).
     Current,
-    /// The process's peak so far (`VmHWM`).
+    /// The process's peak since it started or since the last [`reset_peak`] (`VmHWM`). [`RunPeak`] turns it
+    /// into a per-run figure.
     Peak,
 }
 
@@ -25,6 +29,86 @@ pub fn memory_mib(which: Memory) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets this process's resident-memory high-water mark (`VmHWM`) to its current resident memory, by writing
+/// "5" to `/proc/self/clear_refs` (Linux ≥ 4.0). False where that is not possible; the mark then keeps counting
+/// from the start of the process.
+pub fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// What a peak-memory figure taken by [`RunPeak`] covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeakScope {
+    /// The high-water mark was reset when the run started and no other run was in flight at any time during it:
+    /// the process's peak resident memory during this run (what the process already held at its start
+    /// included).
+    Run,
+    /// Other runs of this process were in flight during this run (parallel runs in threads of one process share
+    /// one high-water mark, which is reset only when a run starts alone): the process's peak over a window that
+    /// covers this run and the runs overlapping it, an upper bound on this run's own peak.
+    Overlapping,
+    /// The high-water mark could not be reset (not Linux): the process's peak since it started.
+    Process,
+}
+
+impl PeakScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            PeakScope::Run => "run",
+            PeakScope::Overlapping => "overlapping",
+            PeakScope::Process => "process",
+        }
+    }
+}
+
+static RUNS_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static RUNS_STARTED: AtomicU64 = AtomicU64::new(0);
+
+/// Per-run peak-memory accounting: started when a run starts, read when it ends. A run that starts while no
+/// other is in flight resets the process's high-water mark, so runs executed one after another in one process
+/// each get their own peak; runs that overlap in time are reported as [`PeakScope::Overlapping`].
+#[must_use]
+pub struct RunPeak {
+    alone_at_start: bool,
+    reset: bool,
+    /// [`RUNS_STARTED`] after this run's own start: any other start moves it on.
+    started: u64,
+}
+
+impl RunPeak {
+    pub fn start() -> Self {
+        let others = RUNS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        let started = RUNS_STARTED.fetch_add(1, Ordering::SeqCst) + 1;
+        let reset = others == 0 && reset_peak();
+        RunPeak {
+            alone_at_start: others == 0,
+            reset,
+            started,
+        }
+    }
+
+    /// The peak so far (MiB) and what it covers.
+    pub fn read(&self) -> (f64, PeakScope) {
+        let peak = memory_mib(Memory::Peak);
+        let overlapped =
+            !self.alone_at_start || RUNS_STARTED.load(Ordering::SeqCst) != self.started;
+        let scope = if overlapped {
+            PeakScope::Overlapping
+        } else if self.reset {
+            PeakScope::Run
+        } else {
+            PeakScope::Process
+        };
+        (peak, scope)
+    }
+}
+
+impl Drop for RunPeak {
+    fn drop(&mut self) {
+        RUNS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// CPU time in USER_HZ ticks: the whole machine's busy and total time (`/proc/stat`), and this process's own plus
@@ -74,4 +158,47 @@ pub fn other_load(before: Option<CpuSnapshot>, after: Option<CpuSnapshot>) -> f6
     let total = b.total.saturating_sub(a.total).max(1) as f64;
     let others = b.busy.saturating_sub(a.busy) as f64 - b.ours.saturating_sub(a.ours) as f64;
     (others.max(0.0) / total * cores * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(mib: usize) -> Vec<u8> {
+        let mut v = vec![0u8; mib << 20];
+        for i in (0..v.len()).step_by(4096) {
+            v[i] = 1;
+        }
+        v
+    }
+
+    /// Other tests of this binary may start runs concurrently; the per-run comparison is asserted only when both
+    /// runs had the process to themselves, the labelling of overlapping runs always.
+    #[test]
+    fn sequential_runs_get_their_own_peak_and_overlapping_ones_are_labelled() {
+        let first = RunPeak::start();
+        let big = touch(96);
+        let (peak_first, scope_first) = first.read();
+        drop(big);
+        drop(first);
+        let second = RunPeak::start();
+        let small = touch(4);
+        let (peak_second, scope_second) = second.read();
+        drop(small);
+        if cfg!(target_os = "linux") && reset_peak() {
+            assert_ne!(scope_first, PeakScope::Process);
+        }
+        if scope_first == PeakScope::Run && scope_second == PeakScope::Run {
+            // The second run allocated far less; its peak must not carry the first run's 96 MiB.
+            assert!(
+                peak_second < peak_first - 48.0,
+                "second run's peak {peak_second:.1} MiB still includes the first's {peak_first:.1} MiB"
+            );
+        }
+        // A run that starts while another is in flight, and the one it overlapped, are both labelled.
+        let third = RunPeak::start();
+        assert_eq!(third.read().1, PeakScope::Overlapping);
+        drop(third);
+        assert_eq!(second.read().1, PeakScope::Overlapping);
+    }
 }

@@ -3,13 +3,15 @@
 //!
 //! Suites: `fit` (an ABBA fit's Adam step and ALS sweep beside PyTorch's Adam step, and the GEMM floor), `finetune`
 //! (training tokens/s and peak memory of a tiny Llama with each adapter beside PyTorch + PEFT), `layer` (one adapted
-//! 4096² layer's forward + backward with the Khatri–Rao or the materialised ΔW path forced, beside PyTorch). Every
-//! `finetune` / `layer` configuration runs in a fresh process ([`child`]), so each peak-memory figure belongs to
-//! one configuration.
+//! 4096² layer's forward + backward with the Khatri–Rao or the materialised ΔW path forced, beside PyTorch),
+//! `generate` (greedy generation tokens/s of the same tiny Llama at batch 1 and 16 beside transformers'
+//! `generate`). Every `finetune` / `layer` / `generate` configuration runs in a fresh process ([`child`]), so each
+//! peak-memory figure belongs to one configuration.
 
 pub mod child;
 mod finetune_suite;
 pub mod fit;
+mod generate_suite;
 mod layer_suite;
 mod rows;
 
@@ -25,6 +27,7 @@ pub enum Suite {
     Fit,
     Finetune,
     Layer,
+    Generate,
     All,
 }
 
@@ -36,6 +39,7 @@ pub struct BenchOptions {
     pub fit_out: PathBuf,
     pub finetune_out: PathBuf,
     pub layer_out: PathBuf,
+    pub generate_out: PathBuf,
     /// Python with torch (and transformers + peft for finetune and layer) for the competitor.
     pub python: String,
     /// Threads for both implementations.
@@ -56,6 +60,8 @@ pub struct BenchOptions {
     pub layer_batches: Vec<usize>,
     pub layer_iters: usize,
     pub layer_warmup: usize,
+    /// generate: prompts generated together, one configuration each.
+    pub generate_batches: Vec<usize>,
 }
 
 /// The version column of our rows.
@@ -79,10 +85,14 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     if matches!(opts.suite, Suite::Layer | Suite::All) {
         layer_suite::run(opts)?;
     }
+    if matches!(opts.suite, Suite::Generate | Suite::All) {
+        generate_suite::run(opts)?;
+    }
     Ok(())
 }
 
-/// One configuration in this process (`finetune:METHOD` or `layer:PATH:BATCH`), printed as one JSON line: what
+/// One configuration in this process (`finetune:METHOD`, `layer:PATH:BATCH` or `generate:BATCH`), printed as one
+/// JSON line: what
 /// [`child::our_worker`] runs.
 pub fn serve_worker(spec: &str, opts: &BenchOptions) -> Result<()> {
     crate::linalg::set_threads(opts.threads);
@@ -90,7 +100,10 @@ pub fn serve_worker(spec: &str, opts: &BenchOptions) -> Result<()> {
     let line = match parts.as_slice() {
         ["finetune", method] => finetune_suite::measure(opts, method)?,
         ["layer", path, batch] => layer_suite::measure(opts, path, batch)?,
-        _ => bail!("unknown worker '{spec}': use finetune:METHOD or layer:PATH:BATCH"),
+        ["generate", batch] => generate_suite::measure(batch)?,
+        _ => bail!(
+            "unknown worker '{spec}': use finetune:METHOD, layer:PATH:BATCH or generate:BATCH"
+        ),
     };
     println!("{line}");
     Ok(())

@@ -15,6 +15,8 @@ pub enum Suite {
     Finetune,
     /// One adapted layer, Khatri–Rao vs materialised ΔW (writes --layer-out).
     Layer,
+    /// Greedy generation tokens/s of a tiny Llama beside transformers' `generate` (writes --generate-out).
+    Generate,
     All,
 }
 
@@ -33,7 +35,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "results/bench/layer.csv")]
     pub layer_out: PathBuf,
     /// Python with torch (and transformers + peft for the finetune suite) for the competitor
-    /// (benches/torch_abba_step.py, benches/torch_finetune_step.py); skipped with a warning if it fails.
+    /// (benches/torch_abba_step.py, benches/torch_finetune_step.py, benches/torch_generate.py); skipped with a
+    /// warning if it fails.
     #[arg(long, default_value = "python3")]
     pub python: String,
     /// Threads for both implementations (0 = all cores).
@@ -78,8 +81,14 @@ pub struct BenchArgs {
     /// layer: untimed passes first.
     #[arg(long, default_value_t = 1)]
     pub layer_warmup: usize,
+    /// CSV of the generate suite.
+    #[arg(long, default_value = "results/bench/generate.csv")]
+    pub generate_out: PathBuf,
+    /// generate: prompts generated together, one configuration each (16 prompts × 64 new tokens in all).
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub generate_batches: Vec<usize>,
     /// Internal: run one configuration in this process and print it as a JSON line
-    /// (finetune:METHOD or layer:PATH:BATCH).
+    /// (finetune:METHOD, layer:PATH:BATCH or generate:BATCH).
     #[arg(long, hide = true)]
     pub worker: Option<String>,
 }
@@ -91,11 +100,13 @@ impl BenchArgs {
                 Suite::Fit => abba::bench::Suite::Fit,
                 Suite::Finetune => abba::bench::Suite::Finetune,
                 Suite::Layer => abba::bench::Suite::Layer,
+                Suite::Generate => abba::bench::Suite::Generate,
                 Suite::All => abba::bench::Suite::All,
             },
             fit_out: self.out.clone(),
             finetune_out: self.finetune_out.clone(),
             layer_out: self.layer_out.clone(),
+            generate_out: self.generate_out.clone(),
             python: self.python.clone(),
             threads: if self.threads == 0 {
                 rayon::current_num_threads()
@@ -115,6 +126,7 @@ impl BenchArgs {
             layer_batches: self.layer_batches.clone(),
             layer_iters: self.layer_iters,
             layer_warmup: self.layer_warmup,
+            generate_batches: self.generate_batches.clone(),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct EvalArgs {
     pub n: usize,
     #[arg(long, default_value_t = 256)]
     pub max_new_tokens: usize,
+    /// Prompts generated together (left-padded; each row stops at EOS).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
     /// Truncation length for the loss.
     #[arg(long, default_value_t = 512)]
     pub max_len: usize,
@@ -52,6 +55,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let device = args.device.select()?;
     let section = ModelSection {
         path: Some(args.model.clone()),
@@ -91,6 +95,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             loss_batch: 8,
             generate: n,
             max_new_tokens: args.max_new_tokens,
+            generate_batch: args.batch_size,
             samples: args.samples.as_deref(),
         },
         |i| bar.set_position(i as u64),

@@ -18,7 +18,7 @@ use crate::finetune::data::{Encoded, collate};
 use crate::finetune::eval::loss::{batch_tensors, masked_cross_entropy};
 use crate::finetune::layers::AdapterWeights;
 use crate::finetune::layers::ForwardCtx;
-use crate::finetune::layers::frozen::linear_t;
+use crate::finetune::layers::frozen::linear_t_plus;
 use crate::finetune::model::{Llama, LlamaShape, ModelConfig};
 use crate::finetune::optim::{AdamW, AdamWConfig, GradAccumulator};
 use crate::rng::{SeededRng, derive, seeded};
@@ -174,7 +174,7 @@ pub fn finetune_steps(spec: &FinetuneBenchSpec, method: &str) -> Result<Finetune
 }
 
 /// One adapted linear layer y = x·W0ᵀ + x·ΔWᵀ with an ABBA adapter — the frozen product and adapter layer that
-/// training uses ([`linear_t`], [`AdapterWeights::forward_with`]) — a batch of rows x and a fixed upstream
+/// training uses ([`linear_t_plus`], [`AdapterWeights::forward_with`]) — a batch of rows x and a fixed upstream
 /// gradient G: forward + backward is the gradient of ⟨y, G⟩ with respect to the four factors (W0 and x are
 /// constants).
 pub struct LayerProblem {
@@ -245,9 +245,10 @@ impl LayerProblem {
         Ok(ForwardPath::cheapest((m, n), r1, r2, batch))
     }
 
+    /// x·W0ᵀ + x·ΔWᵀ, the frozen product fused with the adapter's term as in `AdaptedLinear::forward`.
     pub fn forward(&self, path: ForwardPath) -> Result<Tensor> {
-        let frozen = linear_t(&self.x, &self.w0)?;
-        Ok((frozen + self.adapter.forward_with(&self.x, &self.w0, path)?)?)
+        let delta = self.adapter.forward_with(&self.x, &self.w0, path)?;
+        linear_t_plus(&self.x, &self.w0, &delta)
     }
 
     /// Forward, then the gradients of ⟨y, G⟩ for (A1, B1, A2, B2).

@@ -98,3 +98,24 @@ pub fn parse_dtype(name: &str, device: &Device) -> Result<DType> {
     }
     Ok(dtype)
 }
+
+/// How many spin iterations candle's CPU worker threads wait for the next op before they park, unless the
+/// environment sets `CANDLE_BARRIER_POOL_SPIN_LIMIT`. candle's own default (25 000 pause instructions, about a
+/// millisecond on current x86) keeps a core busy after every parallel elementwise op; the training step issues
+/// such ops more often than that, so the pool's workers never sleep and take cores from the threads doing the
+/// work (faer's and rayon's) — most visibly on machines with few cores or shared with other jobs.
+pub const CPU_POOL_SPIN_LIMIT: u32 = 1_000;
+
+/// Sets the defaults of [`CPU_POOL_SPIN_LIMIT`] for candle's CPU pool where the environment does not choose.
+/// Takes effect only before candle's pool starts (its first large elementwise op), so the binary calls it first
+/// thing in `main`.
+///
+/// # Safety
+/// Changes the process environment: call it while the process has a single thread.
+pub unsafe fn set_cpu_pool_defaults() {
+    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    if std::env::var_os(VAR).is_none() {
+        // SAFETY: the caller guarantees that no other thread reads or writes the environment.
+        unsafe { std::env::set_var(VAR, CPU_POOL_SPIN_LIMIT.to_string()) };
+    }
+}

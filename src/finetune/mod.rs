@@ -19,6 +19,7 @@ pub mod eval;
 pub mod job;
 pub mod layers;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod scoring;
 pub mod tokenizer;

@@ -11,8 +11,8 @@
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use super::weighted_ls::{Scratch, solve_rows_with};
-use super::{CurveRecorder, FitOutcome, Fitted, Stop, diverged};
+use super::weighted_ls::{Scratch, Weights, solve_rows_with};
+use super::{CurveRecorder, FitOutcome, Fitted, Stop, Workspace, diverged};
 use crate::error::{AbbaError, Result};
 use crate::linalg::{Real, frob2, gemm};
 
@@ -49,9 +49,29 @@ pub fn regularised_objective<T: Real>(
     target_norm2: f64,
     ridge: f64,
 ) -> f64 {
-    let a = fitted.as_adapter();
-    let error = frob2((a.delta() - target).view()) / target_norm2;
-    let penalty: f64 = a.factors().iter().map(|f| frob2(f.view())).sum();
+    regularised_objective_in(
+        fitted,
+        target,
+        target_norm2,
+        ridge,
+        &mut Workspace::default(),
+    )
+}
+
+fn regularised_objective_in<T: Real>(
+    fitted: &Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    ridge: f64,
+    ws: &mut Workspace<T>,
+) -> f64 {
+    let error = fitted.objective_in(target, target_norm2, ws);
+    let penalty: f64 = fitted
+        .as_adapter()
+        .factors()
+        .iter()
+        .map(|f| frob2(f.view()))
+        .sum();
     error + ridge * penalty
 }
 
@@ -59,11 +79,30 @@ fn scaled<T: Real>(a: &Array2<T>, s: T) -> Array2<T> {
     a * s
 }
 
-/// Buffers for the row solves (B factors) and the column solves (A factors), kept across sweeps.
+/// Weights (b·a)·s, formed a tile at a time.
+fn product<'a, T: Real>(b: &'a Array2<T>, a: &'a Array2<T>, scale: T) -> Weights<'a, T> {
+    Weights::Product {
+        b: b.view(),
+        a: a.view(),
+        scale,
+    }
+}
+
+/// The transposed weights ((b·a)·s)ᵀ = (aᵀ·bᵀ)·s, for a column solve.
+fn product_t<'a, T: Real>(b: &'a Array2<T>, a: &'a Array2<T>, scale: T) -> Weights<'a, T> {
+    Weights::Product {
+        b: a.t(),
+        a: b.t(),
+        scale,
+    }
+}
+
+/// Buffers for the row solves (B factors), the column solves (A factors) and the objective, kept across sweeps.
 #[derive(Default)]
 pub struct AlsScratch<T> {
     rows: Scratch<T>,
     cols: Scratch<T>,
+    objective: Workspace<T>,
 }
 
 /// One sweep: every factor once, in order.
@@ -92,27 +131,53 @@ pub fn sweep_with<T: Real>(
 ) -> Result<()> {
     // The solver works on the unnormalised residual, so the ridge scales by ‖T‖².
     let lambda = ridge * target_norm2;
-    let AlsScratch { rows, cols } = scratch;
+    let AlsScratch { rows, cols, .. } = scratch;
     match fitted {
         Fitted::Lora(l) => {
-            l.b = solve_rows_with(rows, target, None, scaled(&l.a, l.scale).view(), lambda)?;
-            l.a = solve_rows_with(cols, target.t(), None, scaled(&l.b, l.scale).t(), lambda)?
-                .reversed_axes();
+            l.b = solve_rows_with(
+                rows,
+                target,
+                Weights::Ones,
+                scaled(&l.a, l.scale).view(),
+                lambda,
+            )?;
+            l.a = solve_rows_with(
+                cols,
+                target.t(),
+                Weights::Ones,
+                scaled(&l.b, l.scale).t(),
+                lambda,
+            )?
+            .reversed_axes();
         }
         Fitted::Hira(h) => {
-            h.b = solve_rows_with(rows, target, Some(h.w0.view()), h.a.view(), lambda)?;
-            h.a =
-                solve_rows_with(cols, target.t(), Some(h.w0.t()), h.b.t(), lambda)?.reversed_axes();
+            let w0 = Weights::Dense(h.w0.view());
+            h.b = solve_rows_with(rows, target, w0, h.a.view(), lambda)?;
+            let w0t = Weights::Dense(h.w0.t());
+            h.a = solve_rows_with(cols, target.t(), w0t, h.b.t(), lambda)?.reversed_axes();
         }
         Fitted::Abba(a) => {
-            let w = gemm(a.b2.view(), a.a2.view()) * a.scale;
-            a.b1 = solve_rows_with(rows, target, Some(w.view()), a.a1.view(), lambda)?;
-            a.a1 =
-                solve_rows_with(cols, target.t(), Some(w.t()), a.b1.t(), lambda)?.reversed_axes();
-            let w = gemm(a.b1.view(), a.a1.view()) * a.scale;
-            a.b2 = solve_rows_with(rows, target, Some(w.view()), a.a2.view(), lambda)?;
-            a.a2 =
-                solve_rows_with(cols, target.t(), Some(w.t()), a.b2.t(), lambda)?.reversed_axes();
+            // The weights of one pair's problems are the other pair's product s·B·A, formed a tile at a time; a
+            // column solve takes its transpose s·Aᵀ·Bᵀ.
+            let s = a.scale;
+            a.b1 = solve_rows_with(rows, target, product(&a.b2, &a.a2, s), a.a1.view(), lambda)?;
+            a.a1 = solve_rows_with(
+                cols,
+                target.t(),
+                product_t(&a.b2, &a.a2, s),
+                a.b1.t(),
+                lambda,
+            )?
+            .reversed_axes();
+            a.b2 = solve_rows_with(rows, target, product(&a.b1, &a.a1, s), a.a2.view(), lambda)?;
+            a.a2 = solve_rows_with(
+                cols,
+                target.t(),
+                product_t(&a.b1, &a.a1, s),
+                a.b2.t(),
+                lambda,
+            )?
+            .reversed_axes();
         }
         Fitted::Chain(c) => {
             // Each pair in turn is ABBA's weighted problem, the weights s·Π_{j≠i} B_j·A_j.
@@ -124,8 +189,9 @@ pub fn sweep_with<T: Real>(
                     }
                 }
                 let (b, a) = &mut c.pairs[i];
-                *b = solve_rows_with(rows, target, Some(w.view()), a.view(), lambda)?;
-                *a = solve_rows_with(cols, target.t(), Some(w.t()), b.t(), lambda)?.reversed_axes();
+                *b = solve_rows_with(rows, target, Weights::Dense(w.view()), a.view(), lambda)?;
+                *a = solve_rows_with(cols, target.t(), Weights::Dense(w.t()), b.t(), lambda)?
+                    .reversed_axes();
             }
         }
         Fitted::Lokr(l) => super::kron_ls::lokr_sweep(l, target, lambda)?,
@@ -145,12 +211,18 @@ pub fn run<T: Real>(
     target_norm2: f64,
     spec: &AlsSpec,
 ) -> Result<FitOutcome> {
-    let error = |f: &Fitted<T>| frob2((f.as_adapter().delta() - target).view()) / target_norm2;
     let mut curve = CurveRecorder::new();
     let mut scratch = AlsScratch::default();
-    let initial = error(fitted);
+    let error = |f: &Fitted<T>, ws: &mut Workspace<T>| f.objective_in(target, target_norm2, ws);
+    let initial = error(fitted, &mut scratch.objective);
     curve.push(0, initial);
-    let mut j_at_check = regularised_objective(fitted, target, target_norm2, spec.ridge);
+    let mut j_at_check = regularised_objective_in(
+        fitted,
+        target,
+        target_norm2,
+        spec.ridge,
+        &mut scratch.objective,
+    );
     for k in 1..=spec.sweeps {
         if let Err(e) = sweep_with(&mut scratch, fitted, target, target_norm2, spec.ridge) {
             return Ok(FitOutcome {
@@ -160,7 +232,7 @@ pub fn run<T: Real>(
                 reason: e.to_string(),
             });
         }
-        let objective = error(fitted);
+        let objective = error(fitted, &mut scratch.objective);
         curve.observe(k, objective);
         if let Some(reason) = diverged(objective, initial) {
             return Ok(FitOutcome {
@@ -179,7 +251,13 @@ pub fn run<T: Real>(
             });
         }
         if spec.patience > 0 && k % spec.patience == 0 {
-            let j = regularised_objective(fitted, target, target_norm2, spec.ridge);
+            let j = regularised_objective_in(
+                fitted,
+                target,
+                target_norm2,
+                spec.ridge,
+                &mut scratch.objective,
+            );
             if j_at_check - j < spec.plateau_tol * j_at_check {
                 return Ok(FitOutcome {
                     stop: Stop::Plateau,
@@ -191,7 +269,7 @@ pub fn run<T: Real>(
             j_at_check = j;
         }
     }
-    let objective = error(fitted);
+    let objective = error(fitted, &mut scratch.objective);
     Ok(FitOutcome {
         stop: Stop::MaxSteps,
         steps: spec.sweeps,

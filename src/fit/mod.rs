@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod als;
+pub mod fused;
 pub mod kron_ls;
 pub mod lora_pro;
 pub mod oracle;
@@ -13,7 +14,7 @@ pub mod weighted_ls;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use crate::adapter::{Abba, Method, MethodKind};
+use crate::adapter::{Method, MethodKind};
 
 /// The adapter being fitted: the crate's one enum of adapter instances, under the name the fitters use.
 pub use crate::adapter::AnyAdapter as Fitted;
@@ -81,17 +82,33 @@ impl<T: Real> Fitted<T> {
         self.objective_and_grads_in(target, target_norm2, &mut Workspace::default())
     }
 
-    /// As [`Fitted::objective_and_grads`], reusing `ws`'s m×n buffers from step to step (fresh m×n allocations
-    /// cost page faults that, on a small VM, took longer than the arithmetic).
+    /// As [`Fitted::objective_and_grads`], reusing `ws`'s buffers from step to step. LoRA, HiRA, ABBA and chains
+    /// go through the fused kernels ([`fused`]: ΔW, residual and cofactors a block of rows at a time, on
+    /// [`fused::threads`] threads, results independent of the thread count); full through the unfused maths.
     pub fn objective_and_grads_in(
         &self,
         target: ArrayView2<'_, T>,
         target_norm2: f64,
         ws: &mut Workspace<T>,
     ) -> (f64, Vec<Array2<T>>) {
-        if let Fitted::Abba(a) = self {
-            return abba_objective_and_grads(a, target, target_norm2, ws);
-        }
+        fused::objective_and_grads(
+            self,
+            target,
+            target_norm2,
+            ws,
+            fused::Tiling::default(),
+            fused::threads(),
+        )
+        .unwrap_or_else(|| self.objective_and_grads_unfused(target, target_norm2))
+    }
+
+    /// The reference the fused kernels are tested against: ΔW formed whole, the residual, then the adapter's own
+    /// gradient of ⟨G, ΔW⟩.
+    pub fn objective_and_grads_unfused(
+        &self,
+        target: ArrayView2<'_, T>,
+        target_norm2: f64,
+    ) -> (f64, Vec<Array2<T>>) {
         let adapter = self.as_adapter();
         let residual = adapter.delta() - target;
         let objective = crate::linalg::frob2(residual.view()) / target_norm2;
@@ -103,79 +120,30 @@ impl<T: Real> Fitted<T> {
                 .expect("shapes are consistent by construction"),
         )
     }
-}
 
-/// m×n scratch arrays reused across the steps of a fit.
-#[derive(Default)]
-pub struct Workspace<T> {
-    p: Array2<T>,
-    q: Array2<T>,
-    gq: Array2<T>,
-    gp: Array2<T>,
-}
-
-impl<T: Real> Workspace<T> {
-    fn fit(&mut self, shape: (usize, usize)) {
-        for buf in [&mut self.p, &mut self.q, &mut self.gq, &mut self.gp] {
-            if buf.dim() != shape {
-                *buf = Array2::zeros(shape);
-            }
-        }
+    /// The normalised objective alone, through the fused kernels where there is one.
+    pub fn objective_in(
+        &self,
+        target: ArrayView2<'_, T>,
+        target_norm2: f64,
+        ws: &mut Workspace<T>,
+    ) -> f64 {
+        fused::objective(
+            self,
+            target,
+            target_norm2,
+            ws,
+            fused::Tiling::default(),
+            fused::threads(),
+        )
+        .unwrap_or_else(|| {
+            crate::linalg::frob2((self.as_adapter().delta() - target).view()) / target_norm2
+        })
     }
 }
 
-/// ABBA's hot path: P and Q into reused buffers, then one fused pass over (P, Q, T) for the objective and both
-/// Hadamard-weighted gradients of ΔW, then four thin GEMMs.
-fn abba_objective_and_grads<T: Real>(
-    a: &Abba<T>,
-    target: ArrayView2<'_, T>,
-    target_norm2: f64,
-    ws: &mut Workspace<T>,
-) -> (f64, Vec<Array2<T>>) {
-    use rayon::prelude::*;
-    ws.fit(target.dim());
-    crate::linalg::gemm_into(ws.p.view_mut(), false, a.b1.view(), a.a1.view(), T::one());
-    crate::linalg::gemm_into(ws.q.view_mut(), false, a.b2.view(), a.a2.view(), T::one());
-    let target = target.as_standard_layout();
-    let (s, c) = (a.scale, T::of(2.0 / target_norm2) * a.scale);
-    let n = target.ncols().max(1);
-    let contiguous = "workspace buffers are contiguous";
-    let (ps, qs) = (
-        ws.p.as_slice().expect(contiguous),
-        ws.q.as_slice().expect(contiguous),
-    );
-    let ts = target.as_slice().expect("standard layout");
-    // Rows in parallel, each row's squared residual summed on its own (in f64), then the row sums added in
-    // order: the objective does not depend on the thread count.
-    let row_sums: Vec<f64> = ws
-        .gq
-        .as_slice_mut()
-        .expect(contiguous)
-        .par_chunks_mut(n)
-        .zip(ws.gp.as_slice_mut().expect(contiguous).par_chunks_mut(n))
-        .zip(ps.par_chunks(n).zip(qs.par_chunks(n)).zip(ts.par_chunks(n)))
-        .map(|((gq, gp), ((p, q), t))| {
-            let mut acc = 0.0f64;
-            for k in 0..gq.len() {
-                let r = s * p[k] * q[k] - t[k];
-                acc += (r * r).f64();
-                let g = c * r;
-                gq[k] = g * q[k];
-                gp[k] = g * p[k];
-            }
-            acc
-        })
-        .collect();
-    let sum: f64 = row_sums.iter().sum();
-    let (gq, gp) = (&ws.gq, &ws.gp);
-    let grads = vec![
-        crate::linalg::gemm(gq.view(), a.a1.t()),
-        crate::linalg::gemm(a.b1.t(), gq.view()),
-        crate::linalg::gemm(gp.view(), a.a2.t()),
-        crate::linalg::gemm(a.b2.t(), gp.view()),
-    ];
-    (sum / target_norm2, grads)
-}
+/// Buffers reused across the steps of a fit.
+pub use fused::Workspace;
 
 /// A point of a convergence curve.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

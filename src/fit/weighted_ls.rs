@@ -5,16 +5,134 @@
 //! b_i = argmin_b ‖t_i − (b·A) ⊙ w_i‖² + λ‖b‖²,
 //! ```
 //!
-//! i.e. (A·diag(w_i²)·Aᵀ + λI)·b_i = A·(w_i ⊙ t_i). All m Gram matrices come out of one GEMM against the
-//! packed symmetric Khatri–Rao square of A, so the cost is one m×n×r(r+1)/2 product plus m small Cholesky solves.
+//! i.e. (A·diag(w_i²)·Aᵀ + λI)·b_i = A·(w_i ⊙ t_i). The Gram matrices of a tile of rows come out of one GEMM of
+//! the tile's squared weights against the packed symmetric Khatri–Rao square K of A (K[(p,q), j] = A[p,j]·A[q,j],
+//! p ≤ q), so the cost is one m×n×r(r+1)/2 product plus m small Cholesky solves, solved eight rows at a time.
+//!
+//! Weights given as a product (ABBA's other pair, w = (B·A)·s) are formed a tile at a time and never as an m×n
+//! array. Tiles are independent, so they run on [`crate::fit::fused::threads`] threads with the same result at any
+//! count; every entry is computed by the same operations as the untiled solve (the GEMMs' inner dimensions are
+//! unchanged, the Cholesky runs the scalar algorithm in each lane).
 
-use ndarray::{Array2, ArrayView2, Axis};
+use std::sync::Mutex;
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder, Zip, s};
 use rayon::prelude::*;
 
 use crate::error::{AbbaError, Result};
-use crate::linalg::{Real, gemm};
+use crate::linalg::{Real, gemm, gemm_into_seq};
 
-/// In-place Cholesky solve of a small SPD system (f64). Returns false when the matrix is not positive definite.
+/// The weights w of the row problems.
+#[derive(Clone, Copy)]
+pub enum Weights<'a, T> {
+    /// All ones: one Gram matrix shared by every row.
+    Ones,
+    /// Given entry by entry, the target's shape (HiRA's W0, or its transpose).
+    Dense(ArrayView2<'a, T>),
+    /// w = (b·a)·scale, formed a tile of rows at a time (ABBA's other pair; for a column solve, b = A2ᵀ and
+    /// a = B2ᵀ).
+    Product {
+        b: ArrayView2<'a, T>,
+        a: ArrayView2<'a, T>,
+        scale: T,
+    },
+}
+
+/// Rows solved together in one Cholesky batch (one f64 per lane).
+const LANES: usize = 8;
+
+/// Rows of one tile: a multiple of the GEMM micro-kernel's rows (96 in f32, 48 in f64), and small enough that a
+/// tile's weights and Gram matrices stay near L2.
+pub const TILE: usize = 96;
+
+crate::fit::fused::multiversion! {
+/// In-place Cholesky solve of [`LANES`] small SPD systems at once, entry `[e][l]` of lane l (f64). Each lane runs
+/// exactly the scalar algorithm. A lane's flag is false when its matrix is not positive definite (a pivot ≤ 0 or
+/// not finite); its solution is then garbage.
+fn cholesky_solve_lanes(g: &mut [[f64; LANES]], b: &mut [[f64; LANES]], r: usize) -> [bool; LANES] {
+    let mut ok = [true; LANES];
+    for j in 0..r {
+        let mut d = g[j * r + j];
+        for k in 0..j {
+            let x = g[j * r + k];
+            for l in 0..LANES {
+                d[l] -= x[l] * x[l];
+            }
+        }
+        for l in 0..LANES {
+            ok[l] &= d[l] > 0.0 && d[l].is_finite();
+            d[l] = d[l].sqrt();
+        }
+        g[j * r + j] = d;
+        // Four rows of the column at once: independent chains, the same operations in each lane.
+        let mut i = j + 1;
+        while i + 4 <= r {
+            let mut s = [g[i * r + j], g[(i + 1) * r + j], g[(i + 2) * r + j], g[(i + 3) * r + j]];
+            for k in 0..j {
+                let y = g[j * r + k];
+                for (u, su) in s.iter_mut().enumerate() {
+                    let x = g[(i + u) * r + k];
+                    for l in 0..LANES {
+                        su[l] -= x[l] * y[l];
+                    }
+                }
+            }
+            for (u, su) in s.iter_mut().enumerate() {
+                for l in 0..LANES {
+                    su[l] /= d[l];
+                }
+                g[(i + u) * r + j] = *su;
+            }
+            i += 4;
+        }
+        for i in i..r {
+            let mut s = g[i * r + j];
+            for k in 0..j {
+                let (x, y) = (g[i * r + k], g[j * r + k]);
+                for l in 0..LANES {
+                    s[l] -= x[l] * y[l];
+                }
+            }
+            for l in 0..LANES {
+                s[l] /= d[l];
+            }
+            g[i * r + j] = s;
+        }
+    }
+    for i in 0..r {
+        let mut s = b[i];
+        for k in 0..i {
+            let x = g[i * r + k];
+            for l in 0..LANES {
+                s[l] -= x[l] * b[k][l];
+            }
+        }
+        let d = g[i * r + i];
+        for l in 0..LANES {
+            s[l] /= d[l];
+        }
+        b[i] = s;
+    }
+    for i in (0..r).rev() {
+        let mut s = b[i];
+        for k in i + 1..r {
+            let x = g[k * r + i];
+            for l in 0..LANES {
+                s[l] -= x[l] * b[k][l];
+            }
+        }
+        let d = g[i * r + i];
+        for l in 0..LANES {
+            s[l] /= d[l];
+        }
+        b[i] = s;
+    }
+    ok
+}
+}
+
+/// In-place Cholesky solve of one small SPD system (f64), for [`solve_spd`]. Returns false when the matrix is not
+/// positive definite.
 fn cholesky_solve(g: &mut [f64], b: &mut [f64], r: usize) -> bool {
     for j in 0..r {
         let mut d = g[j * r + j];
@@ -70,20 +188,81 @@ pub fn solve_spd(g: &Array2<f64>, b: ndarray::Array1<f64>, lambda: f64) -> Resul
     }
 }
 
-/// m×n and m×r(r+1)/2 buffers reused from one solve to the next (fresh large allocations cost page faults that,
-/// on a small VM, rival the arithmetic).
+crate::fit::fused::multiversion! {
+/// One line of a tile with product weights: x = w·s, then w ← x², wt ← x·t (the unfused formulas).
+fn product_line<T: Real>(w: &mut [T], wt: &mut [T], t: &[T], scale: T) {
+    let n = w.len();
+    let (wt, t) = (&mut wt[..n], &t[..n]);
+    for j in 0..n {
+        let x = w[j] * scale;
+        wt[j] = x * t[j];
+        w[j] = x * x;
+    }
+}
+}
+
+crate::fit::fused::multiversion! {
+/// One line of a tile with dense weights: w2 ← w², wt ← w·t.
+fn dense_line<T: Real>(w2: &mut [T], wt: &mut [T], w: &[T], t: &[T]) {
+    let n = w2.len();
+    let (wt, w, t) = (&mut wt[..n], &w[..n], &t[..n]);
+    for j in 0..n {
+        wt[j] = w[j] * t[j];
+        w2[j] = w[j] * w[j];
+    }
+}
+}
+
+/// The lines of `v` along its unit-stride axis (rows when `f_order` is false, else columns), or `None` when they
+/// are not contiguous.
+fn lines<'a, T>(v: ArrayView2<'a, T>, f_order: bool) -> Option<Vec<&'a [T]>> {
+    let axis = Axis(usize::from(f_order));
+    (0..v.len_of(axis))
+        .map(|i| v.index_axis_move(axis, i).to_slice())
+        .collect()
+}
+
+/// One tile's buffers.
+struct TileScratch<T> {
+    /// Weights, then their squares (tile × n).
+    w2: Array2<T>,
+    /// w ⊙ t (tile × n).
+    wt: Array2<T>,
+    /// Packed Gram matrices (tile × pairs) and right-hand sides (tile × r), column-major: a lane batch reads
+    /// consecutive entries.
+    grams: Array2<T>,
+    rhs: Array2<T>,
+    g: Vec<[f64; LANES]>,
+    b: Vec<[f64; LANES]>,
+}
+
+impl<T: Real> TileScratch<T> {
+    fn new() -> Self {
+        TileScratch {
+            w2: Array2::zeros((0, 0)),
+            wt: Array2::zeros((0, 0)),
+            grams: Array2::zeros((0, 0)),
+            rhs: Array2::zeros((0, 0)),
+            g: Vec::new(),
+            b: Vec::new(),
+        }
+    }
+}
+
+/// `buf` reshaped to `shape` (column-major when `f_order`), reallocated only when that changes.
+fn fit_buf<T: Real>(buf: &mut Array2<T>, shape: (usize, usize), f_order: bool) {
+    let same =
+        buf.dim() == shape && (shape.0 <= 1 || shape.1 <= 1 || (buf.strides()[0] == 1) == f_order);
+    if !same {
+        *buf = Array2::zeros(shape.set_f(f_order));
+    }
+}
+
+/// Buffers reused from one solve to the next: K and a pool of tile buffers (one per thread at work).
 #[derive(Default)]
 pub struct Scratch<T> {
     k: Array2<T>,
-    w2: Array2<T>,
-    wt: Array2<T>,
-    grams: Array2<T>,
-}
-
-fn reshape<T: Real>(buf: &mut Array2<T>, shape: (usize, usize)) {
-    if buf.dim() != shape {
-        *buf = Array2::zeros(shape);
-    }
+    tiles: Mutex<Vec<TileScratch<T>>>,
 }
 
 /// Solves every row's weighted ridge problem; returns B (m×r). `weights = None` means all ones.
@@ -93,16 +272,38 @@ pub fn solve_rows<T: Real>(
     a: ArrayView2<'_, T>,
     lambda: f64,
 ) -> Result<Array2<T>> {
+    let weights = weights.map_or(Weights::Ones, Weights::Dense);
     solve_rows_with(&mut Scratch::default(), target, weights, a, lambda)
 }
 
-/// As [`solve_rows`], reusing `scratch`'s buffers.
+/// As [`solve_rows`], with weights in any form, reusing `scratch`'s buffers.
 pub fn solve_rows_with<T: Real>(
     scratch: &mut Scratch<T>,
     target: ArrayView2<'_, T>,
-    weights: Option<ArrayView2<'_, T>>,
+    weights: Weights<'_, T>,
     a: ArrayView2<'_, T>,
     lambda: f64,
+) -> Result<Array2<T>> {
+    solve_rows_tiled(
+        scratch,
+        target,
+        weights,
+        a,
+        lambda,
+        TILE,
+        crate::fit::fused::threads(),
+    )
+}
+
+/// As [`solve_rows_with`] with an explicit tile height and thread count (the result depends on neither).
+pub fn solve_rows_tiled<T: Real>(
+    scratch: &mut Scratch<T>,
+    target: ArrayView2<'_, T>,
+    weights: Weights<'_, T>,
+    a: ArrayView2<'_, T>,
+    lambda: f64,
+    tile: usize,
+    threads: usize,
 ) -> Result<Array2<T>> {
     let (m, n) = target.dim();
     let r = a.nrows();
@@ -111,67 +312,218 @@ pub fn solve_rows_with<T: Real>(
         n,
         "solve_rows: A must have as many columns as the target"
     );
-    let pairs: Vec<(usize, usize)> = (0..r).flat_map(|p| (p..r).map(move |q| (p, q))).collect();
-    // Per-row Gram matrices, packed: G[i, (p,q)] = Σ_j w_ij² A[p,j] A[q,j]; and right-hand sides.
-    let rhs = match weights {
-        Some(w) => {
-            assert_eq!(w.dim(), (m, n), "solve_rows: weights must match the target");
-            let Scratch { k, w2, wt, grams } = scratch;
-            reshape(k, (pairs.len(), n));
-            for (row, &(p, q)) in pairs.iter().enumerate() {
-                ndarray::Zip::from(k.row_mut(row))
-                    .and(a.row(p))
-                    .and(a.row(q))
-                    .for_each(|k, &x, &y| *k = x * y);
-            }
-            reshape(w2, (m, n));
-            ndarray::Zip::from(&mut *w2)
-                .and(&w)
-                .for_each(|o, &x| *o = x * x);
-            reshape(grams, (m, pairs.len()));
-            crate::linalg::gemm_into(grams.view_mut(), false, w2.view(), k.t(), T::one());
-            reshape(wt, (m, n));
-            ndarray::Zip::from(&mut *wt)
-                .and(&w)
-                .and(&target)
-                .for_each(|o, &x, &t| *o = x * t);
-            gemm(wt.view(), a.t())
+    match weights {
+        Weights::Dense(w) => {
+            assert_eq!(w.dim(), (m, n), "solve_rows: weights must match the target")
         }
-        None => {
-            // Unweighted: one Gram matrix shared by every row.
-            let g = gemm(a, a.t());
-            scratch.grams = Array2::from_shape_fn((1, pairs.len()), |(_, c)| g[pairs[c]]);
-            gemm(target, a.t())
+        Weights::Product { b, a: aw, .. } => assert_eq!(
+            (b.nrows(), aw.ncols()),
+            (m, n),
+            "solve_rows: weights must match the target"
+        ),
+        Weights::Ones => {}
+    }
+    let pairs: Vec<(usize, usize)> = (0..r).flat_map(|p| (p..r).map(move |q| (p, q))).collect();
+    let tile = tile.max(1);
+    // A transposed target (a column solve) walks its rows with a stride: give the tile buffers the same layout
+    // so the element-wise passes read and write memory in order.
+    let f_order = m > 1 && n > 1 && target.strides()[0].abs() < target.strides()[1].abs();
+    let shared_gram = match weights {
+        Weights::Ones => Some(gemm(a, a.t())),
+        _ => {
+            // A's rows contiguous first (a column solve passes a transposed view).
+            let a = a.as_standard_layout();
+            fit_buf(&mut scratch.k, (pairs.len(), n), false);
+            for (row, &(p, q)) in pairs.iter().enumerate() {
+                let (x, y) = (a.row(p), a.row(q));
+                let (x, y) = (
+                    x.as_slice().expect("standard"),
+                    y.as_slice().expect("standard"),
+                );
+                let k = scratch.k.row_mut(row).into_slice().expect("standard");
+                for ((k, &x), &y) in k.iter_mut().zip(x).zip(y) {
+                    *k = x * y;
+                }
+            }
+            None
         }
     };
-    let grams = &scratch.grams;
-    let shared = grams.nrows() == 1;
-    let rows: Vec<Option<Vec<T>>> = (0..m)
-        .into_par_iter()
-        .map(|i| {
-            let packed = grams.row(if shared { 0 } else { i });
-            let mut g = vec![0.0f64; r * r];
-            for (c, &(p, q)) in pairs.iter().enumerate() {
-                let v = packed[c].f64();
-                g[p * r + q] = v;
-                g[q * r + p] = v;
-            }
-            for d in 0..r {
-                g[d * r + d] += lambda;
-            }
-            let mut b: Vec<f64> = rhs.row(i).iter().map(|x| x.f64()).collect();
-            cholesky_solve(&mut g, &mut b, r).then(|| b.into_iter().map(T::of).collect())
-        })
-        .collect();
+    let k = scratch.k.view();
+    let pool = &scratch.tiles;
     let mut out = Array2::zeros((m, r));
-    for (i, row) in rows.into_iter().enumerate() {
-        let row = row.ok_or_else(|| AbbaError::NoConvergence {
+    let solve_tile = |(t, mut out): (usize, ArrayViewMut2<'_, T>)| -> Option<usize> {
+        let rows = t * tile..(t * tile + tile).min(m);
+        let h = rows.len();
+        let mut ts = pool
+            .lock()
+            .expect("scratch pool")
+            .pop()
+            .unwrap_or_else(TileScratch::new);
+        let tt = target.slice(s![rows.clone(), ..]);
+        fit_buf(&mut ts.grams, (h, pairs.len()), true);
+        fit_buf(&mut ts.rhs, (h, r), true);
+        match weights {
+            Weights::Ones => {
+                gemm_into_seq(ts.rhs.view_mut(), false, tt, a.t(), T::one());
+            }
+            Weights::Dense(w) => {
+                let wtile = w.slice(s![rows.clone(), ..]);
+                fit_buf(&mut ts.w2, (h, n), f_order);
+                fit_buf(&mut ts.wt, (h, n), f_order);
+                let len = if f_order { h } else { n };
+                match (lines(wtile, f_order), lines(tt, f_order)) {
+                    (Some(wl), Some(tl)) if len > 0 => {
+                        let w2 = ts.w2.as_slice_memory_order_mut().expect("contiguous");
+                        let wt = ts.wt.as_slice_memory_order_mut().expect("contiguous");
+                        for (((w2, wt), w), t) in w2
+                            .chunks_exact_mut(len)
+                            .zip(wt.chunks_exact_mut(len))
+                            .zip(wl)
+                            .zip(tl)
+                        {
+                            dense_line(w2, wt, w, t);
+                        }
+                    }
+                    _ => {
+                        Zip::from(&mut ts.wt)
+                            .and(&wtile)
+                            .and(&tt)
+                            .for_each(|o, &x, &t| *o = x * t);
+                        Zip::from(&mut ts.w2)
+                            .and(&wtile)
+                            .for_each(|o, &x| *o = x * x);
+                    }
+                }
+            }
+            Weights::Product { b, a: aw, scale } => {
+                fit_buf(&mut ts.w2, (h, n), f_order);
+                fit_buf(&mut ts.wt, (h, n), f_order);
+                gemm_into_seq(
+                    ts.w2.view_mut(),
+                    false,
+                    b.slice(s![rows.clone(), ..]),
+                    aw,
+                    T::one(),
+                );
+                let len = if f_order { h } else { n };
+                match lines(tt, f_order) {
+                    Some(tl) if len > 0 => {
+                        let w2 = ts.w2.as_slice_memory_order_mut().expect("contiguous");
+                        let wt = ts.wt.as_slice_memory_order_mut().expect("contiguous");
+                        for ((w, o), t) in w2
+                            .chunks_exact_mut(len)
+                            .zip(wt.chunks_exact_mut(len))
+                            .zip(tl)
+                        {
+                            product_line(w, o, t, scale);
+                        }
+                    }
+                    _ => Zip::from(&mut ts.w2)
+                        .and(&mut ts.wt)
+                        .and(&tt)
+                        .for_each(|w, o, &t| {
+                            let x = *w * scale;
+                            *o = x * t;
+                            *w = x * x;
+                        }),
+                }
+            }
+        }
+        if shared_gram.is_none() {
+            gemm_into_seq(ts.grams.view_mut(), false, ts.w2.view(), k.t(), T::one());
+            gemm_into_seq(ts.rhs.view_mut(), false, ts.wt.view(), a.t(), T::one());
+        }
+        let failed = solve_tile_rows(&mut ts, shared_gram.as_ref(), &pairs, r, lambda, &mut out);
+        pool.lock().expect("scratch pool").push(ts);
+        failed.map(|i| rows.start + i)
+    };
+    let jobs = out.axis_chunks_iter_mut(Axis(0), tile).enumerate();
+    let failures: Vec<Option<usize>> = if threads > 1 && m > tile {
+        let count = m.div_ceil(tile);
+        jobs.collect::<Vec<_>>()
+            .into_par_iter()
+            .with_min_len(count.div_ceil(threads))
+            .map(solve_tile)
+            .collect()
+    } else {
+        jobs.map(solve_tile).collect()
+    };
+    if let Some(i) = failures.into_iter().flatten().min() {
+        return Err(AbbaError::NoConvergence {
             what: format!(
                 "least-squares update of row {i} (singular system: raise the ridge term)"
             ),
-        })?;
-        out.index_axis_mut(Axis(0), i)
-            .assign(&ndarray::Array1::from(row));
+        });
     }
     Ok(out)
+}
+
+/// Entries `l0..l0 + lanes` of a column, widened to f64 (zeros past `lanes`).
+#[inline(always)]
+fn load_lanes<T: Real>(col: &[T], l0: usize, lanes: usize) -> [f64; LANES] {
+    let mut e = [0.0; LANES];
+    if lanes == LANES {
+        let c = &col[l0..l0 + LANES];
+        for l in 0..LANES {
+            e[l] = c[l].f64();
+        }
+    } else {
+        for (e, c) in e.iter_mut().zip(&col[l0..l0 + lanes]) {
+            *e = c.f64();
+        }
+    }
+    e
+}
+
+crate::fit::fused::multiversion! {
+/// Solves a tile's rows from its Gram matrices and right-hand sides (or the shared Gram matrix) into `out`;
+/// returns the first row (within the tile) whose system is not positive definite.
+fn solve_tile_rows<T: Real>(
+    ts: &mut TileScratch<T>,
+    shared: Option<&Array2<T>>,
+    pairs: &[(usize, usize)],
+    r: usize,
+    lambda: f64,
+    out: &mut ArrayViewMut2<'_, T>,
+) -> Option<usize> {
+    let h = out.nrows();
+    let TileScratch {
+        grams, rhs, g, b, ..
+    } = ts;
+    g.clear();
+    g.resize(r * r, [0.0; LANES]);
+    b.clear();
+    b.resize(r, [0.0; LANES]);
+    let grams = grams.as_slice_memory_order().expect("contiguous");
+    let rhs = rhs.as_slice_memory_order().expect("contiguous");
+    for l0 in (0..h).step_by(LANES) {
+        let lanes = LANES.min(h - l0);
+        for (c, &(p, q)) in pairs.iter().enumerate() {
+            // Only the lower triangle is read; padding lanes solve I·x = 0.
+            let e = &mut g[q * r + p];
+            *e = match shared {
+                Some(sg) => [sg[(p, q)].f64(); LANES],
+                None => load_lanes(&grams[c * h..(c + 1) * h], l0, lanes),
+            };
+            if p == q {
+                for (l, x) in e.iter_mut().enumerate() {
+                    *x = if l < lanes { *x + lambda } else { 1.0 };
+                }
+            }
+        }
+        for (p, bp) in b.iter_mut().enumerate() {
+            *bp = load_lanes(&rhs[p * h..(p + 1) * h], l0, lanes);
+        }
+        let ok = cholesky_solve_lanes(g, b, r);
+        if let Some(l) = (0..lanes).find(|&l| !ok[l]) {
+            return Some(l0 + l);
+        }
+        for (p, bp) in b.iter().enumerate() {
+            for l in 0..lanes {
+                out[(l0 + l, p)] = T::of(bp[l]);
+            }
+        }
+    }
+    None
+}
 }

@@ -14,7 +14,7 @@ use crate::error::{AbbaError, Result};
 use crate::fit::{FitOutcome, Fitted, SolverSpec, Stop, adam, als, lora_pro, oracle, start};
 use crate::linalg::{Real, Svd, frob2, svd_thin};
 use crate::metrics::{FitMetrics, evaluate};
-use crate::process::{Memory, memory_mib};
+use crate::process::RunPeak;
 use crate::rng::{derive, seeded};
 
 /// A target with what every fit of it needs: its SVD, its norm and the study's W0.
@@ -182,6 +182,7 @@ fn fit<T: Real>(c: &RunConfig, p: &PreparedTarget) -> Result<(Array2<f64>, FitOu
 /// Runs one configuration. Never panics outward and never returns an error: failures become records.
 pub fn run_one(study: &str, c: &RunConfig, cache: &TargetCache) -> RunOutput {
     let started = Instant::now();
+    let memory = RunPeak::start();
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<_> {
         if let Some(reason) = &c.unreachable {
             return Err(AbbaError::InvalidArgument(reason.clone()));
@@ -206,7 +207,10 @@ pub fn run_one(study: &str, c: &RunConfig, cache: &TargetCache) -> RunOutput {
     let wall_s = started.elapsed().as_secs_f64();
     let mut record = blank_record(study, c);
     record.wall_s = wall_s;
-    record.peak_rss_mb = memory_mib(Memory::Peak);
+    // Per-run when this run had the process to itself, else an upper bound shared with the runs that overlapped
+    // it (docs/records.md).
+    record.peak_rss_mb = memory.read().0;
+    drop(memory);
     let (curve, spectrum) = match attempt {
         Ok(Ok((p, outcome, metrics))) => {
             record.steps = outcome.steps;

@@ -59,7 +59,9 @@ pub struct RunRecord {
     pub steps: usize,
     /// Wall-clock seconds of the fit (not deterministic).
     pub wall_s: f64,
-    /// Process peak resident memory when the run ended, MiB (not deterministic; shared by concurrent runs).
+    /// Peak resident memory during the run, MiB (not deterministic): [`crate::process::RunPeak`] — this run's
+    /// own peak when no other run of the process overlapped it, else the process's peak over a window covering
+    /// the overlapping runs too (an upper bound).
     pub peak_rss_mb: f64,
     pub crate_version: String,
     pub git_commit: String,

@@ -6,14 +6,15 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
 
 use super::execute::{TargetCache, run_one};
 use super::grid::{RunConfig, expand, shard};
 use super::record::{RunRecord, Status};
 use super::spec::StudySpec;
 use super::store::ResultsStore;
+use crate::adapter::Method;
 use crate::error::{AbbaError, Result};
+use crate::fit::SolverSpec;
 
 /// Which part of the grid this process runs: shard `index` of `count` (0-based).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,29 +112,71 @@ pub fn run_study(
         );
         bar.set_prefix(spec.name.clone());
     }
-    // Runs are the unit of parallelism; each fit's linear algebra stays on its own thread so the two levels
-    // never oversubscribe the cores and results do not depend on the thread count.
+    // Runs are the unit of parallelism: one worker per core takes the most expensive run left, and each fit's
+    // linear algebra stays on its worker's thread so the two levels never oversubscribe the cores. Once no run
+    // is left to start, the runs still going share the idle cores (the fused kernels and ALS solves give the
+    // same numbers at any thread count; everything else stays on one thread).
+    let cores = rayon::current_num_threads().max(1);
+    let order = longest_first(&pending);
+    let queue = Mutex::new(order.into_iter());
+    let busy = Mutex::new(0usize);
     let threads = crate::linalg::threads_scope(1);
+    crate::fit::fused::set_threads(1);
     let cache = TargetCache::default();
     let write_lock = Mutex::new(());
-    let outcomes: Vec<Result<RunRecord>> = pending
-        .par_iter()
-        .map(|config| {
-            let out = run_one(&spec.name, config, &cache);
-            let _guard = write_lock.lock().expect("write lock");
-            store.write_artifacts(&out.record.run_id, &out.curve, &out.spectrum)?;
-            store.append(&out.record)?;
-            bar.set_message(format!(
-                "last: {} {} r={} → {:.4}",
-                out.record.target, out.record.method, out.record.budget_rank, out.record.error
-            ));
-            bar.inc(1);
-            Ok(out.record)
+    let run = |config: &RunConfig| -> Result<RunRecord> {
+        let out = run_one(&spec.name, config, &cache);
+        let _guard = write_lock.lock().expect("write lock");
+        store.write_artifacts(&out.record.run_id, &out.curve, &out.spectrum)?;
+        store.append(&out.record)?;
+        bar.set_message(format!(
+            "last: {} {} r={} → {:.4}",
+            out.record.target, out.record.method, out.record.budget_rank, out.record.error
+        ));
+        bar.inc(1);
+        Ok(out.record)
+    };
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let next = {
+                let mut busy = busy.lock().expect("scheduler lock");
+                let next = queue.lock().expect("scheduler lock").next();
+                match next {
+                    Some(_) => *busy += 1,
+                    None => {
+                        // Nothing left to start: this core goes idle, so give it to the runs still going.
+                        crate::fit::fused::set_threads((cores / (*busy).max(1)).max(1));
+                    }
+                }
+                next
+            };
+            let Some(i) = next else { break };
+            done.push((i, run(&pending[i])));
+            *busy.lock().expect("scheduler lock") -= 1;
+        }
+        done
+    };
+    let mut outcomes: Vec<(usize, Result<RunRecord>)> = if cores > 1 && pending.len() > 1 {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..cores.min(pending.len()))
+                .map(|_| scope.spawn(worker))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("study worker panicked"))
+                .collect()
         })
-        .collect();
+    } else {
+        worker()
+    };
+    crate::fit::fused::set_threads(0);
     drop(threads);
     bar.finish_and_clear();
-    let mut records = Vec::with_capacity(outcomes.len());
+    // Records in grid order, whatever order the runs finished in.
+    outcomes.sort_by_key(|(i, _)| *i);
+    let outcomes = outcomes.into_iter().map(|(_, o)| o);
+    let mut records = Vec::with_capacity(pending.len());
     for o in outcomes {
         let r = o?;
         match r.status {
@@ -144,4 +187,38 @@ pub fn run_study(
         records.push(r);
     }
     Ok((summary, records))
+}
+
+/// A run's rough cost in floating-point operations: its iterations times the work of one (fits), plus the SVD
+/// behind its metrics. Only the order matters.
+pub fn estimated_cost(c: &RunConfig) -> f64 {
+    let (m, n) = (c.rows as f64, c.cols as f64);
+    let mn = m * n;
+    let ranks: Vec<f64> = c.method.ranks().iter().map(|&r| r as f64).collect();
+    let sum: f64 = ranks.iter().sum();
+    let squares: f64 = ranks.iter().map(|r| r * r).sum();
+    let fit = match &c.solver {
+        SolverSpec::Svd => 0.0,
+        // Forward products, then ∂B and ∂A: 6·m·n·Σr per step (a few m·n for full).
+        SolverSpec::Adam(a) => a.steps as f64 * mn * (6.0 * sum).max(8.0),
+        // LoRA-Pro: Adam's products plus its m×n equivalent gradient and moments.
+        SolverSpec::LoraPro(p) => p.adam.steps as f64 * mn * (6.0 * sum + 8.0),
+        // Each factor's Gram matrices: m·n·r(r+1); unweighted LoRA needs only the right-hand sides.
+        SolverSpec::Als(a) => {
+            let per_sweep = match &c.method {
+                Method::Lora(_) => 8.0 * mn * sum,
+                _ => 2.0 * mn * (squares + 3.0 * sum),
+            };
+            a.sweeps as f64 * per_sweep
+        }
+    };
+    fit + 10.0 * mn * m.min(n)
+}
+
+/// Indices of `runs`, most expensive first (ties in grid order).
+fn longest_first(runs: &[RunConfig]) -> Vec<usize> {
+    let costs: Vec<f64> = runs.iter().map(estimated_cost).collect();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]));
+    order
 }

@@ -19,6 +19,8 @@ pub struct EvalOptions<'a> {
     /// How many examples to score by generation (0: loss only).
     pub generate: usize,
     pub max_new_tokens: usize,
+    /// Prompts generated together (left-padded; each row stops at EOS).
+    pub generate_batch: usize,
     /// Where to write each generated answer as JSONL.
     pub samples: Option<&'a Path>,
 }
@@ -32,7 +34,8 @@ pub struct Evaluation {
     pub generation: Option<EvalReport>,
 }
 
-/// Evaluates `model` on `encoded` (loss) and `examples` (generation); `on_generated(i)` after each answer.
+/// Evaluates `model` on `encoded` (loss) and `examples` (generation); `on_generated(i)` with the number of answers
+/// finished so far, after each batch.
 pub fn evaluate(
     model: &Llama,
     tok: &TextTokenizer,
@@ -65,6 +68,7 @@ pub fn evaluate(
             special,
             &examples[..n],
             opts.max_new_tokens,
+            opts.generate_batch,
             on_generated,
         )?;
         if let Some(path) = opts.samples {

@@ -1,31 +1,184 @@
-//! Greedy decoding: one forward over the prompt, then one token at a time against the KV cache.
+//! Greedy decoding, batched: the prompts fill a KV cache, left-padded to a common width, then every row advances
+//! one token per step against it. Padding is masked and each row keeps its own positions, so a row's tokens are
+//! those it would get alone. Rows that finish (EOS or their token budget) leave the batch, and the cache drops
+//! them, so they cost nothing afterwards. On the CPU the prompts are run one at a time (no work on padding; the
+//! activations stay in cache) and stacked; elsewhere in one padded batch.
 
 use candle_core::{D, Tensor};
 
-use crate::error::Result;
+use crate::error::{AbbaError, Result};
 use crate::finetune::layers::ForwardCtx;
 use crate::finetune::model::{KvCache, Llama};
 
+/// Fills the left of short prompts; any valid id does, since padding is masked.
+const PAD: u32 = 0;
+
 /// Appends up to `max_new` argmax tokens to `prompt`, stopping after `eos` if given or when the model's position
-/// limit is reached. Returns only the new tokens.
+/// limit is reached. Returns only the new tokens (the EOS included).
 pub fn greedy(model: &Llama, prompt: &[u32], max_new: usize, eos: Option<u32>) -> Result<Vec<u32>> {
-    let ctx = ForwardCtx::eval();
-    let mut cache = KvCache::new(model.blocks.len());
-    let max_new = max_new.min(model.max_positions().saturating_sub(prompt.len()));
-    let mut out = Vec::with_capacity(max_new);
-    let mut input = Tensor::from_slice(prompt, (1, prompt.len()), model.device())?;
-    for _ in 0..max_new {
-        let logits = model.forward(&input, &ctx, Some(&mut cache))?;
-        let last = logits
-            .narrow(1, logits.dim(1)? - 1, 1)?
-            .squeeze(1)?
-            .squeeze(0)?;
-        let next: u32 = last.argmax(D::Minus1)?.to_scalar()?;
-        out.push(next);
-        if Some(next) == eos {
-            break;
-        }
-        input = Tensor::from_slice(&[next], (1, 1), model.device())?;
+    Ok(greedy_batch(model, &[prompt], max_new, eos)?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// [`greedy`] for several prompts at once, as one batch: returns each prompt's new tokens, in order.
+pub fn greedy_batch<P: AsRef<[u32]>>(
+    model: &Llama,
+    prompts: &[P],
+    max_new: usize,
+    eos: Option<u32>,
+) -> Result<Vec<Vec<u32>>> {
+    let prefill = if model.device().is_cpu() {
+        Prefill::Rows
+    } else {
+        Prefill::Padded
+    };
+    generate(model, prompts, max_new, eos, prefill)
+}
+
+/// How the prompts enter the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prefill {
+    /// One prompt at a time ([`prefill_rows`]).
+    Rows,
+    /// All at once, left-padded ([`prefill_padded`]).
+    Padded,
+}
+
+fn generate<P: AsRef<[u32]>>(
+    model: &Llama,
+    prompts: &[P],
+    max_new: usize,
+    eos: Option<u32>,
+    prefill: Prefill,
+) -> Result<Vec<Vec<u32>>> {
+    let prompts: Vec<&[u32]> = prompts.iter().map(|p| p.as_ref()).collect();
+    if prompts.iter().any(|p| p.is_empty()) {
+        return Err(AbbaError::InvalidArgument(
+            "greedy generation needs a non-empty prompt".into(),
+        ));
     }
-    Ok(out)
+    let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    // As many tokens as fit in the model's positions, the last one never fed back.
+    let budget: Vec<usize> = prompts
+        .iter()
+        .map(|p| max_new.min(model.max_positions().saturating_sub(p.len())))
+        .collect();
+    // Rows still generating, by index into `prompts`; the batch and the cache hold these rows in this order.
+    let mut live: Vec<usize> = (0..prompts.len()).filter(|&r| budget[r] > 0).collect();
+    if live.is_empty() {
+        return Ok(out);
+    }
+    let width = live.iter().map(|&r| prompts[r].len()).max().unwrap_or(0);
+    let steps = live.iter().map(|&r| budget[r]).max().unwrap_or(0);
+    let ctx = ForwardCtx::eval();
+    let dev = model.device();
+    let live_prompts: Vec<&[u32]> = live.iter().map(|&r| prompts[r]).collect();
+    let (mut cache, mut logits) = match prefill {
+        Prefill::Rows => prefill_rows(model, &ctx, &live_prompts, width + steps)?,
+        Prefill::Padded => prefill_padded(model, &ctx, &live_prompts, width + steps)?,
+    };
+    loop {
+        let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        let mut keep = Vec::with_capacity(live.len());
+        for (i, (&r, &tok)) in live.iter().zip(&next).enumerate() {
+            out[r].push(tok);
+            if Some(tok) != eos && out[r].len() < budget[r] {
+                keep.push(i);
+            }
+        }
+        if keep.is_empty() {
+            return Ok(out);
+        }
+        if keep.len() < live.len() {
+            cache.keep_rows(&keep)?;
+            live = keep.iter().map(|&i| live[i]).collect();
+        }
+        let last: Vec<u32> = keep.iter().map(|&i| next[i]).collect();
+        let input = Tensor::from_vec(last, (live.len(), 1), dev)?;
+        logits = model.forward_last(&input, &ctx, &mut cache)?;
+    }
+}
+
+/// The prompts one at a time, each into its own cache, then stacked left-padded into one cache of `columns`:
+/// no work on padding, and small activations that stay in the CPU's caches. Returns the cache and the last
+/// position's logits (batch, vocab).
+fn prefill_rows(
+    model: &Llama,
+    ctx: &ForwardCtx,
+    prompts: &[&[u32]],
+    columns: usize,
+) -> Result<(KvCache, Tensor)> {
+    let mut caches = Vec::with_capacity(prompts.len());
+    let mut logits = Vec::with_capacity(prompts.len());
+    for p in prompts {
+        let rows = if prompts.len() == 1 { columns } else { p.len() };
+        let mut cache = KvCache::with_capacity(model.blocks.len(), rows);
+        let ids = Tensor::from_slice(p, (1, p.len()), model.device())?;
+        logits.push(model.forward_last(&ids, ctx, &mut cache)?);
+        caches.push(cache);
+    }
+    if caches.len() == 1 {
+        return Ok((caches.remove(0), logits.remove(0)));
+    }
+    Ok((
+        KvCache::stack_left_padded(&caches, columns)?,
+        Tensor::cat(&logits, 0)?,
+    ))
+}
+
+/// All prompts in one left-padded forward (one large product per layer, which suits a GPU).
+fn prefill_padded(
+    model: &Llama,
+    ctx: &ForwardCtx,
+    prompts: &[&[u32]],
+    columns: usize,
+) -> Result<(KvCache, Tensor)> {
+    let width = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let pad: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+    let mut ids = Vec::with_capacity(prompts.len() * width);
+    for (p, &n) in prompts.iter().zip(&pad) {
+        ids.extend(std::iter::repeat_n(PAD, n));
+        ids.extend_from_slice(p);
+    }
+    let mut cache = if pad.iter().any(|&n| n > 0) {
+        KvCache::left_padded(model.blocks.len(), columns, pad)
+    } else {
+        KvCache::with_capacity(model.blocks.len(), columns)
+    };
+    let ids = Tensor::from_vec(ids, (prompts.len(), width), model.device())?;
+    let logits = model.forward_last(&ids, ctx, &mut cache)?;
+    Ok((cache, logits))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use candle_core::{DType, Device};
+
+    use super::*;
+    use crate::finetune::model::Checkpoint;
+
+    fn tiny_llama() -> Llama {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hf/tiny-llama");
+        Llama::load(&Checkpoint::open(&dir).unwrap(), DType::F32, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn padded_and_row_by_row_prefill_generate_the_same_tokens() {
+        let model = tiny_llama();
+        let prompts: [&[u32]; 4] = [
+            &[1, 17, 42, 5, 88, 63, 30],
+            &[1, 77],
+            &[9, 54, 21, 95, 40, 3, 8, 60],
+            &[4],
+        ];
+        let eos = generate(&model, &prompts[1..2], 3, None, Prefill::Rows).unwrap()[0][2];
+        let rows = generate(&model, &prompts, 10, Some(eos), Prefill::Rows).unwrap();
+        let padded = generate(&model, &prompts, 10, Some(eos), Prefill::Padded).unwrap();
+        assert_eq!(rows, padded);
+        assert_eq!(rows[1].len(), 3);
+        assert!(rows.iter().any(|r| r.len() == 10));
+    }
 }

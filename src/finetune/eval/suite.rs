@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::generate::greedy;
+use super::generate::greedy_batch;
 use crate::error::Result;
 use crate::finetune::data::{Example, alpaca_prompt};
 use crate::finetune::model::Llama;
@@ -29,22 +29,44 @@ pub struct EvalReport {
 }
 
 /// Greedy-decodes up to `max_new` tokens for each example and scores it. A reference without `####` is scored
-/// by its own last number.
+/// by its own last number. Examples are generated `batch_size` at a time (at least 1), grouped by prompt length
+/// so that little padding is computed; the report keeps their order. `on_done` gets the number finished so far.
 pub fn evaluate_generation(
     model: &Llama,
     tok: &TextTokenizer,
     special: &SpecialIds,
     examples: &[Example],
     max_new: usize,
+    batch_size: usize,
     mut on_done: impl FnMut(usize),
 ) -> Result<EvalReport> {
+    let prompts = examples
+        .iter()
+        .map(|ex| {
+            let mut prompt = Vec::new();
+            prompt.extend(special.bos);
+            prompt.extend(tok.encode(&alpaca_prompt(ex))?);
+            Ok(prompt)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| prompts[i].len());
+    let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
+    let mut done = 0;
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch: Vec<&[u32]> = chunk.iter().map(|&i| prompts[i].as_slice()).collect();
+        for (&i, new) in chunk
+            .iter()
+            .zip(greedy_batch(model, &batch, max_new, Some(special.eos))?)
+        {
+            outputs[i] = new;
+        }
+        done += chunk.len();
+        on_done(done);
+    }
     let mut samples = Vec::with_capacity(examples.len());
-    for (i, ex) in examples.iter().enumerate() {
-        let mut prompt = Vec::new();
-        prompt.extend(special.bos);
-        prompt.extend(tok.encode(&alpaca_prompt(ex))?);
-        let new = greedy(model, &prompt, max_new, Some(special.eos))?;
-        let output = tok.decode(&new)?;
+    for (ex, new) in examples.iter().zip(&outputs) {
+        let output = tok.decode(new)?;
         let reference = reference_answer(&ex.output).unwrap_or_else(|| ex.output.clone());
         samples.push(Sample {
             question: ex.instruction.clone(),
@@ -52,7 +74,6 @@ pub fn evaluate_generation(
             output,
             reference: ex.output.clone(),
         });
-        on_done(i + 1);
     }
     let n = samples.len();
     let frac = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };

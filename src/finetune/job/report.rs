@@ -35,7 +35,14 @@ pub struct FinetuneReport {
     pub tokens_per_s: f64,
     pub train_seconds: f64,
     pub wall_seconds: f64,
+    /// Peak resident memory during this run (MiB): the high-water mark is reset when the run starts
+    /// ([`crate::process::RunPeak`]), so earlier runs in the same process do not count.
     pub peak_rss_mib: f64,
+    /// What `peak_rss_mib` covers: `run` (this run alone), `overlapping` (other runs of the process overlapped
+    /// it: an upper bound) or `process` (the mark could not be reset: the process's peak since it started).
+    /// Absent in reports written before it existed.
+    #[serde(default)]
+    pub peak_rss_scope: Option<String>,
     pub resumed_from: Option<usize>,
     /// `adamw` or `lora-pro`, and the MiB of state it kept beside the parameters.
     #[serde(default)]

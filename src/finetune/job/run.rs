@@ -32,6 +32,7 @@ pub struct RunOptions {
 
 pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneReport> {
     let wall = Instant::now();
+    let memory = crate::process::RunPeak::start();
     let out = opts
         .out_dir
         .clone()
@@ -105,12 +106,14 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
             loss_batch: spec.eval.batch_size,
             generate: n_gen,
             max_new_tokens: spec.eval.max_new_tokens,
+            generate_batch: spec.eval.generate_batch_size,
             samples: Some(&samples),
         },
         |_| {},
     )?;
     let generation = eval.generation;
 
+    let peak = memory.read();
     let report = FinetuneReport {
         name: spec.name.clone(),
         status: if outcome.diverged { "diverged" } else { "ok" }.into(),
@@ -136,7 +139,8 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         tokens_per_s: outcome.tokens_per_s,
         train_seconds: outcome.seconds,
         wall_seconds: wall.elapsed().as_secs_f64(),
-        peak_rss_mib: crate::process::memory_mib(crate::process::Memory::Peak),
+        peak_rss_mib: peak.0,
+        peak_rss_scope: Some(peak.1.name().into()),
         resumed_from: outcome.resumed_from,
         optimizer: match spec.train.optimizer {
             crate::finetune::train::config::OptimizerKind::Adamw => "adamw".into(),

@@ -95,6 +95,8 @@ pub struct EvalSection {
     pub max_new_tokens: usize,
     /// Batch size of the held-out loss.
     pub batch_size: usize,
+    /// Prompts generated together (left-padded, one KV cache row each).
+    pub generate_batch_size: usize,
 }
 
 impl Default for EvalSection {
@@ -103,6 +105,7 @@ impl Default for EvalSection {
             generate: 100,
             max_new_tokens: 64,
             batch_size: 8,
+            generate_batch_size: 16,
         }
     }
 }
@@ -144,6 +147,9 @@ impl FinetuneSpec {
             return bad(
                 "[data] needs exactly one of train = \"file.jsonl\", text = \"file.txt\" or [data.synthetic]",
             );
+        }
+        if self.eval.generate_batch_size == 0 {
+            return bad("[eval] generate_batch_size must be at least 1");
         }
         if !(0.0..1.0).contains(&self.data.eval_fraction) {
             return bad("[data] eval_fraction must be in [0, 1)");

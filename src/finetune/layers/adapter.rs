@@ -197,15 +197,16 @@ impl AdapterWeights {
     pub fn forward_with(&self, x: &Tensor, w0: &Tensor, path: ForwardPath) -> Result<Tensor> {
         match &self.method {
             Method::Lora(s) => {
-                Ok((x.matmul(&self.t("A")?.t()?)?.matmul(&self.t("B")?.t()?)?
-                    * s.scale.value(s.r))?)
+                let b = (self.t("B")? * s.scale.value(s.r))?;
+                product_t(&product_t(x, self.t("A")?)?, &b)
             }
             Method::Hira(_) => Ok(x.matmul(&self.delta(w0)?.t()?)?),
             Method::Abba(s) => match path {
                 ForwardPath::KhatriRao => {
                     let (b_kr, a_kr) =
                         khatri_rao(self.t("A1")?, self.t("B1")?, self.t("A2")?, self.t("B2")?)?;
-                    Ok((x.matmul(&a_kr.t()?)?.matmul(&b_kr.t()?)? * s.scale.value(s.r1, s.r2))?)
+                    let b_kr = (b_kr * s.scale.value(s.r1, s.r2))?;
+                    product_t(&product_t(x, &a_kr)?, &b_kr)
                 }
                 ForwardPath::Materialised => Ok(x.matmul(&self.delta(w0)?.t()?)?),
             },
@@ -255,6 +256,15 @@ impl AdapterWeights {
             origin,
         })
     }
+}
+
+/// a·bᵀ: faer for f32/f64 CPU matrices ([`crate::finetune::ops::linear`]), candle's matmul otherwise. The LoRA
+/// and Khatri–Rao forwards fold the scale into the small factor rather than scaling the N×m product.
+fn product_t(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(match crate::finetune::ops::linear::linear_t(a, b)? {
+        Some(y) => y,
+        None => a.matmul(&b.t()?)?,
+    })
 }
 
 /// B_kr (m × r1r2, row-wise Kronecker of B1, B2) and A_kr (r1r2 × n, column-wise Kronecker of A1, A2), so that

@@ -63,10 +63,25 @@ impl CustomOp1 for FrozenProduct {
 
 /// x (N×n) · Wᵀ (W: m×n). When W is a trainable variable this is the plain product; otherwise only x gets a
 /// gradient.
+///
+/// f32/f64 CPU operands go through faer ([`crate::finetune::ops::linear`]), whose backward pass likewise forms
+/// ∂L/∂W only for a trainable W.
 pub fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if let Some(y) = crate::finetune::ops::linear::linear_t(x, w)? {
+        return Ok(y);
+    }
     if w.is_variable() || !x.track_op() {
         return Ok(x.matmul(&w.t()?)?);
     }
     let y = x.detach().matmul(&w.t()?)?.contiguous()?;
     Ok(x.apply_op1(FrozenProduct { y, w: w.clone() })?)
+}
+
+/// x·Wᵀ + a for a frozen W: one fused output on f32/f64 CPU tensors (the frozen product is never a tensor of its
+/// own in the graph), [`linear_t`] + a otherwise.
+pub fn linear_t_plus(x: &Tensor, w: &Tensor, a: &Tensor) -> Result<Tensor> {
+    if let Some(y) = crate::finetune::ops::linear::linear_t_plus(x, w, a)? {
+        return Ok(y);
+    }
+    Ok((linear_t(x, w)? + a)?)
 }

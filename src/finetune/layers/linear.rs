@@ -38,13 +38,16 @@ impl AdaptedLinear {
         let n_in = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / n_in.max(1);
         let x2 = x.reshape((rows, n_in))?;
-        let mut y = super::frozen::linear_t(&x2, &self.weight)?;
+        let mut y = match &self.adapter {
+            Some(adapter) => {
+                let xd = ctx.dropout(&x2, self.dropout)?;
+                let delta = adapter.forward(&xd, &self.weight)?;
+                super::frozen::linear_t_plus(&x2, &self.weight, &delta)?
+            }
+            None => super::frozen::linear_t(&x2, &self.weight)?,
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
-        }
-        if let Some(adapter) = &self.adapter {
-            let xd = ctx.dropout(&x2, self.dropout)?;
-            y = (y + adapter.forward(&xd, &self.weight)?)?;
         }
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {

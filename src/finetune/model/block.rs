@@ -1,6 +1,6 @@
 //! One decoder layer: pre-norm grouped-query self-attention and a SwiGLU MLP, each added to the residual stream.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Tensor};
 
 use super::cache::KvCache;
 use super::config::ModelConfig;
@@ -8,6 +8,9 @@ use super::rope::Rope;
 use super::target::TargetModule;
 use crate::error::Result;
 use crate::finetune::layers::{AdaptedLinear, ForwardCtx};
+use crate::finetune::ops::rms_norm::rms_norm;
+use crate::finetune::ops::swiglu::silu_mul;
+use crate::finetune::ops::{attention, rope};
 
 #[derive(Clone, Debug)]
 pub struct Block {
@@ -27,6 +30,23 @@ pub struct BlockEnv<'a> {
     pub cfg: &'a ModelConfig,
     pub rope: &'a Rope,
     pub ctx: &'a ForwardCtx,
+}
+
+/// Rotary tables and attention mask of one cached (generation) step, computed once for all layers from the
+/// cache's [`StepLayout`](super::cache::StepLayout): each row of the batch at its own positions.
+pub struct CachedStep {
+    /// (batch, seq, head_dim/2).
+    pub cos: Tensor,
+    pub sin: Tensor,
+    /// Additive, broadcast against (batch, heads, seq, total); `None` when nothing is masked.
+    pub mask: Option<Tensor>,
+}
+
+/// A layer's view of the generation state: the cache it writes its keys and values to, and the step's layout.
+pub struct Cached<'a> {
+    pub cache: &'a mut KvCache,
+    pub layer: usize,
+    pub step: &'a CachedStep,
 }
 
 impl Block {
@@ -54,21 +74,22 @@ impl Block {
         }
     }
 
-    /// `x`: (batch, seq, hidden) whose first position is `offset` (non-zero only when a cache holds the past).
+    /// `x`: (batch, seq, hidden), positions 0.. without a cache; with one, the step continues the cached rows.
+    /// f32/f64 CPU tensors go through the fused kernels of [`crate::finetune::ops`]; other devices and dtypes
+    /// through the composite candle ops those kernels are tested against.
     pub fn forward(
         &self,
         x: &Tensor,
         env: &BlockEnv<'_>,
-        offset: usize,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<Cached<'_>>,
     ) -> Result<Tensor> {
-        let eps = env.cfg.rms_norm_eps as f32;
-        let h = candle_nn::ops::rms_norm_slow(x, &self.input_norm, eps)?;
-        let x = (x + self.attention(&h, env, offset, cache)?)?;
-        let h = candle_nn::ops::rms_norm_slow(&x, &self.post_attention_norm, eps)?;
+        let eps = env.cfg.rms_norm_eps;
+        let h = rms_norm(x, &self.input_norm, eps)?;
+        let x = (x + self.attention(&h, env, cache)?)?;
+        let h = rms_norm(&x, &self.post_attention_norm, eps)?;
         let gate = self.gate.forward(&h, env.ctx)?;
         let up = self.up.forward(&h, env.ctx)?;
-        let mlp = self.down.forward(&(gate.silu()? * up)?, env.ctx)?;
+        let mlp = self.down.forward(&silu_mul(&gate, &up)?, env.ctx)?;
         Ok((x + mlp)?)
     }
 
@@ -76,76 +97,75 @@ impl Block {
         &self,
         x: &Tensor,
         env: &BlockEnv<'_>,
-        offset: usize,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<Cached<'_>>,
     ) -> Result<Tensor> {
         let cfg = env.cfg;
-        let (b, t, _) = x.dims3()?;
+        let t = x.dim(1)?;
         let (heads, kv_heads, d) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
-        let split = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
+        let split = |y: Tensor, n: usize, table: Option<(&Tensor, &Tensor)>| -> Result<Tensor> {
+            Ok(match rope::split_heads_rope(&y, n, d, table)? {
+                Some(s) => s,
+                None => rope::split_heads_rope_composite(&y, n, d, table)?,
+            })
         };
-        let q = env
-            .rope
-            .apply(&split(self.q.forward(x, env.ctx)?, heads)?, offset)?;
-        let mut k = env
-            .rope
-            .apply(&split(self.k.forward(x, env.ctx)?, kv_heads)?, offset)?;
-        let mut v = split(self.v.forward(x, env.ctx)?, kv_heads)?;
-        if let Some((cache, layer)) = cache {
-            (k, v) = cache.append(layer, &k, &v)?;
-        }
-        let k = repeat_kv(&k, heads / kv_heads)?;
-        let v = repeat_kv(&v, heads / kv_heads)?;
-        let total = k.dim(2)?;
-        // Scores and softmax in f32 (as HF's eager attention), whatever the model dtype.
-        let dtype = q.dtype();
-        let scores = (q
-            .to_dtype(DType::F32)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?
-            / (d as f64).sqrt())?;
-        let mask = causal_mask(t, total, offset, cfg.sliding_window, q.device())?;
-        let scores = scores.broadcast_add(&mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(dtype)?;
-        let out = probs.matmul(&v.contiguous()?)?;
-        let out = out.transpose(1, 2)?.reshape((b, t, heads * d))?;
+        let q = self.q.forward(x, env.ctx)?;
+        let k = self.k.forward(x, env.ctx)?;
+        let v = self.v.forward(x, env.ctx)?;
+        let out = match cache {
+            // Training and whole-sequence passes: positions 0..t, the fused causal kernel.
+            None => {
+                let (cos, sin) = env.rope.tables(0, t)?;
+                let q = split(q, heads, Some((&cos, &sin)))?;
+                let k = split(k, kv_heads, Some((&cos, &sin)))?;
+                let v = split(v, kv_heads, None)?;
+                match attention::causal_attention(&q, &k, &v, cfg.sliding_window)? {
+                    Some(out) => out,
+                    None => attention::causal_attention_composite(&q, &k, &v, cfg.sliding_window)?,
+                }
+            }
+            // A generation step: every row at its own positions, with the step's padding mask.
+            Some(Cached { cache, layer, step }) => {
+                let q = Rope::apply_tables(&split(q, heads, None)?, &step.cos, &step.sin)?;
+                let k = Rope::apply_tables(&split(k, kv_heads, None)?, &step.cos, &step.sin)?;
+                let v = split(v, kv_heads, None)?;
+                let (k, v) = cache.append(layer, &k, &v)?;
+                masked_attention(&q, &k, &v, step.mask.as_ref())?
+            }
+        };
         self.o.forward(&out, env.ctx)
     }
 }
 
-/// Each of the `kv_heads` key/value heads serves `n_rep` query heads (grouped-query attention).
-fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kv, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, kv, n_rep, t, d))?
-        .reshape((b, kv * n_rep, t, d))?)
-}
-
-/// (seq, total) additive mask: query i (absolute position offset + i) sees keys j ≤ offset + i, and with a sliding
-/// window only the last `window` of them.
-fn causal_mask(
-    seq: usize,
-    total: usize,
-    offset: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Result<Tensor> {
-    let mut mask = vec![0f32; seq * total];
-    for i in 0..seq {
-        let pos = offset + i;
-        for j in 0..total {
-            let too_far = window.is_some_and(|w| pos >= j + w);
-            if j > pos || too_far {
-                mask[i * total + j] = f32::NEG_INFINITY;
-            }
-        }
-    }
-    Ok(Tensor::from_vec(mask, (seq, total), device)?)
+/// Attention of q (b, heads, t, d) over the cached k, v (b, kv_heads, total, d) with an additive mask (generation
+/// only: no backward pass is needed). Grouped-query attention without copying keys and values for every query
+/// head: the n_rep query heads that share a key/value head are stacked along the sequence axis,
+/// (b, kv_heads, n_rep·t, d). Scores and softmax in f32 (as transformers' eager attention), whatever the model
+/// dtype. Returns (b, t, heads·d).
+fn masked_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (b, heads, t, d) = q.dims4()?;
+    let (_, kv_heads, total, _) = k.dims4()?;
+    let n_rep = heads / kv_heads;
+    let dtype = q.dtype();
+    let scores = (q
+        .to_dtype(DType::F32)?
+        .reshape((b, kv_heads, n_rep * t, d))?
+        .matmul(&k.to_dtype(DType::F32)?.t()?)?
+        / (d as f64).sqrt())?
+    .reshape((b, heads, t, total))?;
+    let scores = match mask {
+        Some(mask) => scores.broadcast_add(mask)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?
+        .to_dtype(dtype)?
+        .reshape((b, kv_heads, n_rep * t, total))?;
+    Ok(probs
+        .matmul(v)?
+        .reshape((b, heads, t, d))?
+        .transpose(1, 2)?
+        .reshape((b, t, heads * d))?)
 }

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::block::{Block, BlockEnv};
+use super::block::{Block, BlockEnv, Cached, CachedStep};
 use super::cache::KvCache;
 use super::checkpoint::Checkpoint;
 use super::config::ModelConfig;
@@ -170,22 +170,59 @@ impl Llama {
     }
 
     /// Logits (batch, seq, vocab) at every position for token ids (batch, seq). With a cache, the ids continue
-    /// the cached sequence.
+    /// the cached rows.
     pub fn forward(
+        &self,
+        ids: &Tensor,
+        ctx: &ForwardCtx,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let x = self.final_norm(&self.hidden(ids, ctx, cache)?)?;
+        let logits = self.head(&x.reshape((b * t, self.cfg.hidden_size))?)?;
+        Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
+    }
+
+    /// Logits (batch, vocab) at the last position only, for ids (batch, seq) continuing the cached rows: a
+    /// generation step, which needs no other position's logits.
+    pub fn forward_last(
+        &self,
+        ids: &Tensor,
+        ctx: &ForwardCtx,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        let x = self.hidden(ids, ctx, Some(cache))?;
+        self.head(&self.final_norm(&x.narrow(1, t - 1, 1)?.squeeze(1)?)?)
+    }
+
+    /// Hidden states (batch, seq, hidden) after the last block, before the final norm.
+    fn hidden(
         &self,
         ids: &Tensor,
         ctx: &ForwardCtx,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        if offset + t > self.rope.positions() {
+        if cache.is_none() && t > self.rope.positions() {
             return Err(AbbaError::InvalidArgument(format!(
-                "sequence of {} positions exceeds the model's {}: lower max_len or max_new_tokens",
-                offset + t,
+                "sequence of {t} positions exceeds the model's {}: lower max_len or max_new_tokens",
                 self.rope.positions()
             )));
         }
+        // A cached step: every row at its own positions (left padding), one mask for all layers.
+        let step = match cache.as_deref() {
+            Some(c) => {
+                let layout = c.step_layout(b, t, self.cfg.sliding_window, self.device())?;
+                let (cos, sin) = self.rope.tables_at(&layout.positions, b)?;
+                Some(CachedStep {
+                    cos,
+                    sin,
+                    mask: layout.mask,
+                })
+            }
+            None => None,
+        };
         let h = self.cfg.hidden_size;
         let mut x = self
             .embed
@@ -196,14 +233,29 @@ impl Llama {
             rope: &self.rope,
             ctx,
         };
-        for (l, block) in self.blocks.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| (c, l));
-            x = block.forward(&x, &env, offset, layer_cache)?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let cached = match (cache.as_deref_mut(), &step) {
+                (Some(cache), Some(step)) => Some(Cached { cache, layer, step }),
+                _ => None,
+            };
+            x = block.forward(&x, &env, cached)?;
         }
-        let x = candle_nn::ops::rms_norm_slow(&x, &self.norm, self.cfg.rms_norm_eps as f32)?;
+        Ok(x)
+    }
+
+    /// The final RMSNorm.
+    fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(crate::finetune::ops::rms_norm::rms_norm(
+            x,
+            &self.norm,
+            self.cfg.rms_norm_eps,
+        )?)
+    }
+
+    /// The LM head on (rows, hidden) states: (rows, vocab) logits.
+    fn head(&self, x: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        let logits = crate::finetune::layers::frozen::linear_t(&x.reshape((b * t, h))?, head)?;
-        Ok(logits.reshape((b, t, self.cfg.vocab_size))?)
+        crate::finetune::layers::frozen::linear_t(x, head)
     }
 
     /// Every adapted-or-not projection with its module path (`model.layers.3.mlp.up_proj`).

@@ -4,7 +4,7 @@
 use candle_core::{D, DType, Device, Tensor};
 
 use super::config::{ModelConfig, RopeScaling};
-use crate::error::Result;
+use crate::error::{AbbaError, Result};
 
 /// cos/sin tables of shape (positions, head_dim/2).
 #[derive(Clone, Debug)]
@@ -72,6 +72,14 @@ impl Rope {
         self.cos.dim(0).unwrap_or(0)
     }
 
+    /// The cos and sin rows, (seq, head_dim/2) each, of positions `offset..offset + seq`.
+    pub fn tables(&self, offset: usize, seq: usize) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.cos.narrow(0, offset, seq)?,
+            self.sin.narrow(0, offset, seq)?,
+        ))
+    }
+
     /// Rotates `x` of shape (batch, heads, seq, head_dim) whose first position is `offset`. Built from
     /// differentiable ops (candle's fused `rope` kernel has no backward pass).
     pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
@@ -89,5 +97,27 @@ impl Rope {
         let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
         let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
         Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+    }
+
+    /// cos/sin tables of shape (batch, seq, head_dim/2) for row-major (batch, seq) `positions`, each row of a
+    /// batch at its own positions (left-padded generation).
+    pub fn tables_at(&self, positions: &[u32], batch: usize) -> Result<(Tensor, Tensor)> {
+        let seq = positions.len() / batch.max(1);
+        if let Some(&p) = positions.iter().find(|&&p| p as usize >= self.positions()) {
+            return Err(AbbaError::InvalidArgument(format!(
+                "position {p} exceeds the model's {}: lower max_len or max_new_tokens",
+                self.positions()
+            )));
+        }
+        let index = Tensor::from_slice(positions, positions.len(), self.cos.device())?;
+        let half = self.cos.dim(1)?;
+        let pick = |t: &Tensor| t.index_select(&index, 0)?.reshape((batch, seq, half));
+        Ok((pick(&self.cos)?, pick(&self.sin)?))
+    }
+
+    /// Rotates `x` (batch, heads, seq, head_dim) by tables from [`Self::tables_at`]: the same arithmetic as
+    /// [`Self::apply`] in one fused kernel, which has no backward pass (generation only).
+    pub fn apply_tables(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?)
     }
 }

@@ -1,0 +1,405 @@
+//! Fused objective-and-gradient kernels of the reconstruction fits: ΔW, the residual against the target and the
+//! Hadamard cofactors are formed a few rows at a time and never as whole m×n arrays, so the target is the only
+//! m×n array a step reads.
+//!
+//! Every method has the same shape: pairs (B_i, A_i) whose products P_i = B_i·A_i are combined element by element
+//! into ΔW (LoRA s·P, HiRA W0⊙P, ABBA s·P1⊙P2, a chain s·⊙P_i). With G = 2(ΔW − T)/‖T‖² and C_i = ∂L/∂P_i (the
+//! cofactor of pair i), ∂B_i = C_i·A_iᵀ and ∂A_i = B_iᵀ·C_i. A step cuts the m rows into *blocks* of
+//! [`Tiling::block`] rows and each block into *tiles* of [`Tiling::tile`] rows. For a tile: every P_i into the
+//! block's buffer i, one pass over its rows that turns each P_i into C_i in place and sums the squared residual,
+//! then the tile's rows of every ∂B_i. When all tiles of a block are done, ∂A_i += B_i[block]ᵀ·C_i[block].
+//!
+//! Determinism: tiles are independent (any thread may run any tile), each ∂A entry is summed over the blocks in
+//! block order, and the objective is summed per row and then over rows in order, so results do not depend on the
+//! number of threads. With the default block of 512 rows (the depth block of faer's GEMM) and the unfused maths'
+//! element-wise formulas, every factor gradient is bit-for-bit the unfused one (`tests/fused.rs` checks this in
+//! f32); only the objective is summed in another order (eight running sums per row instead of one).
+
+pub mod abba;
+pub mod chain;
+pub mod hira;
+pub mod lora;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder, s};
+use rayon::prelude::*;
+
+use super::Fitted;
+use crate::linalg::{Real, gemm_into_seq};
+
+/// How a fused step cuts the rows of the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    /// Rows whose ∂A contributions one product sums (512, faer's depth block, keeps ∂A bit-identical to the
+    /// unfused Bᵀ·C).
+    pub block: usize,
+    /// Rows one task forms at a time (products, cofactors, ∂B rows): a multiple of the f32 micro-kernel's 96 rows,
+    /// small enough that a tile's products stay in L2.
+    pub tile: usize,
+}
+
+impl Default for Tiling {
+    fn default() -> Self {
+        Tiling {
+            block: 512,
+            tile: 96,
+        }
+    }
+}
+
+impl Tiling {
+    /// (block, tile) clamped to the matrix: both at least 1, tile at most block.
+    fn sizes(self, rows: usize) -> (usize, usize) {
+        let block = self.block.clamp(1, rows.max(1));
+        (block, self.tile.clamp(1, block))
+    }
+}
+
+/// 0 = follow [`crate::linalg::set_threads`].
+static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads a fused kernel (and an ALS solve) may use, apart from the rest of the linear algebra: the study runner
+/// raises it for the last runs when cores fall idle. Results do not depend on it. 0 = as
+/// [`crate::linalg::set_threads`].
+pub fn set_threads(n: usize) {
+    THREADS.store(n, Ordering::Relaxed);
+}
+
+/// The number of threads a fused kernel uses now.
+pub fn threads() -> usize {
+    match THREADS.load(Ordering::Relaxed) {
+        0 => crate::linalg::thread_count(),
+        n => n,
+    }
+    .max(1)
+}
+
+/// The longest chain the fused path takes (longer ones go through the unfused maths).
+pub const MAX_CHAIN: usize = 8;
+
+/// Block buffers (one block × n array per pair) and per-row sums, reused from step to step.
+#[derive(Default)]
+pub struct Workspace<T> {
+    bufs: Vec<Array2<T>>,
+    row_sums: Vec<f64>,
+}
+
+impl<T: Real> Workspace<T> {
+    fn fit(&mut self, count: usize, shape: (usize, usize), rows: usize) {
+        self.bufs.truncate(count);
+        while self.bufs.len() < count {
+            self.bufs.push(Array2::zeros((0, 0)));
+        }
+        for b in &mut self.bufs {
+            if b.dim() != shape {
+                *b = Array2::zeros(shape);
+            }
+        }
+        self.row_sums.clear();
+        self.row_sums.resize(rows, 0.0);
+    }
+}
+
+/// A factor pair (B_i, A_i).
+#[derive(Clone, Copy)]
+pub struct Pair<'a, T> {
+    pub b: ArrayView2<'a, T>,
+    pub a: ArrayView2<'a, T>,
+}
+
+/// What a method does to one tile once its pair products are formed: `bufs[i]` holds P_i for the tile's rows (to
+/// be overwritten with C_i when gradients are wanted), `t` the target's rows and `aux` W0's (HiRA); write each
+/// row's squared residual into `sums`.
+pub trait TileKernel<T>: Sync {
+    fn apply(
+        &self,
+        bufs: &mut [ArrayViewMut2<'_, T>],
+        t: ArrayView2<'_, T>,
+        aux: Option<ArrayView2<'_, T>>,
+        sums: &mut [f64],
+    );
+}
+
+/// One tile's share of the outputs.
+struct TileJob<'a, T> {
+    rows: Range<usize>,
+    bufs: Vec<ArrayViewMut2<'a, T>>,
+    db: Vec<ArrayViewMut2<'a, T>>,
+    sums: &'a mut [f64],
+}
+
+/// Runs `kernel` over every tile; returns Σ‖R‖² and, with `grads`, [∂B_1, ∂A_1, ∂B_2, ∂A_2, …] (each ∂B_i and
+/// ∂A_i multiplied by `grad_scale` after its product, as LoRA's unfused gradients are).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run<T: Real, K: TileKernel<T>>(
+    pairs: &[Pair<'_, T>],
+    target: ArrayView2<'_, T>,
+    aux: Option<ArrayView2<'_, T>>,
+    grads: bool,
+    grad_scale: Option<T>,
+    ws: &mut Workspace<T>,
+    tiling: Tiling,
+    threads: usize,
+    kernel: &K,
+) -> (f64, Vec<Array2<T>>) {
+    let (m, n) = target.dim();
+    let target = target.as_standard_layout();
+    let aux_std = aux.as_ref().map(|w| w.as_standard_layout());
+    let (block, tile) = tiling.sizes(m);
+    ws.fit(pairs.len(), (block, n), m);
+    let mut db: Vec<Array2<T>> = if grads {
+        pairs
+            .iter()
+            .map(|p| Array2::zeros((m, p.b.ncols())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut da: Vec<Array2<T>> = if grads {
+        pairs
+            .iter()
+            .map(|p| Array2::zeros((p.a.nrows(), n)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let Workspace { bufs, row_sums } = ws;
+    for b0 in (0..m).step_by(block) {
+        let b1 = (b0 + block).min(m);
+        let rows = b1 - b0;
+        // The block's tiles, each holding its rows of every buffer, ∂B_i and row sum.
+        let mut jobs: Vec<TileJob<'_, T>> = (b0..b1)
+            .step_by(tile)
+            .zip(row_sums[b0..b1].chunks_mut(tile))
+            .map(|(t0, sums)| TileJob {
+                rows: t0..(t0 + tile).min(b1),
+                bufs: Vec::with_capacity(pairs.len()),
+                db: Vec::with_capacity(pairs.len()),
+                sums,
+            })
+            .collect();
+        for buf in bufs.iter_mut() {
+            let mut rest = buf.view_mut().slice_move(s![..rows, ..]);
+            for job in jobs.iter_mut() {
+                let (head, tail) = rest.split_at(Axis(0), job.rows.len());
+                job.bufs.push(head);
+                rest = tail;
+            }
+        }
+        for d in db.iter_mut() {
+            let mut rest = d.view_mut().slice_move(s![b0..b1, ..]);
+            for job in jobs.iter_mut() {
+                let (head, tail) = rest.split_at(Axis(0), job.rows.len());
+                job.db.push(head);
+                rest = tail;
+            }
+        }
+        let target = target.view();
+        let aux = aux_std.as_ref().map(|w| w.view());
+        let do_tile = |job: TileJob<'_, T>| {
+            let TileJob {
+                rows,
+                mut bufs,
+                db,
+                sums,
+            } = job;
+            for (buf, p) in bufs.iter_mut().zip(pairs) {
+                gemm_into_seq(
+                    buf.view_mut(),
+                    false,
+                    p.b.slice(s![rows.clone(), ..]),
+                    p.a,
+                    T::one(),
+                );
+            }
+            kernel.apply(
+                &mut bufs,
+                target.slice(s![rows.clone(), ..]),
+                aux.map(|w| w.slice_move(s![rows.clone(), ..])),
+                sums,
+            );
+            for ((mut d, buf), p) in db.into_iter().zip(&bufs).zip(pairs) {
+                // Into a column-major scratch: faer then runs its micro-kernel down the tile's rows rather than
+                // down B's few columns (same products, same order, better filled registers at small ranks).
+                let mut col = Array2::zeros(d.raw_dim().f());
+                gemm_into_seq(col.view_mut(), false, buf.view(), p.a.t(), T::one());
+                if let Some(s) = grad_scale {
+                    col *= s;
+                }
+                d.assign(&col);
+            }
+        };
+        if threads > 1 && jobs.len() > 1 {
+            let per_thread = jobs.len().div_ceil(threads);
+            jobs.into_par_iter()
+                .with_min_len(per_thread)
+                .for_each(do_tile);
+        } else {
+            jobs.into_iter().for_each(do_tile);
+        }
+        for ((d, buf), p) in da.iter_mut().zip(bufs.iter()).zip(pairs) {
+            let bt = p.b.slice(s![b0..b1, ..]).reversed_axes();
+            let c = buf.slice(s![..rows, ..]);
+            accumulate_product(d.view_mut(), b0 > 0, bt, c, threads);
+        }
+    }
+    if let Some(s) = grad_scale {
+        for d in &mut da {
+            *d *= s;
+        }
+    }
+    let sum = row_sums.iter().sum();
+    let grads = db.into_iter().zip(da).flat_map(|(b, a)| [b, a]).collect();
+    (sum, grads)
+}
+
+/// `dst (+)= a·c`, split by columns of `dst` between `threads` threads (each entry is the same whatever the split).
+fn accumulate_product<T: Real>(
+    mut dst: ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: ArrayView2<'_, T>,
+    c: ArrayView2<'_, T>,
+    threads: usize,
+) {
+    const COLUMNS: usize = 128;
+    if threads > 1 && dst.ncols() > COLUMNS {
+        let chunks = dst.ncols().div_ceil(COLUMNS);
+        dst.axis_chunks_iter_mut(Axis(1), COLUMNS)
+            .into_par_iter()
+            .zip(c.axis_chunks_iter(Axis(1), COLUMNS).into_par_iter())
+            .with_min_len(chunks.div_ceil(threads))
+            .for_each(|(d, c)| gemm_into_seq(d, accumulate, a, c, T::one()));
+    } else {
+        gemm_into_seq(dst, accumulate, a, c, T::one());
+    }
+}
+
+/// Defines a generic element-wise row function compiled three times (AVX-512, AVX2, baseline) and picked at run
+/// time by what the CPU has, so its loops vectorise as wide as the machine allows. IEEE operations round the same
+/// at any vector width and Rust never fuses a multiply and an add, so the three give the same bits.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<T: Real>($($a:ident: $t:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name<T: Real>($($a: $t),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp<T: Real>($($a: $t),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512<T: Real>($($a: $t),*) $(-> $ret)? {
+                    imp($($a),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2<T: Real>($($a: $t),*) $(-> $ret)? {
+                    imp($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            imp($($a),*)
+        }
+    };
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp($($a: $t),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($a: $t),*) $(-> $ret)? {
+                    imp($($a),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2($($a: $t),*) $(-> $ret)? {
+                    imp($($a),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512($($a),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2.
+                    return unsafe { avx2($($a),*) };
+                }
+            }
+            imp($($a),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// Running sums of a row's squared residual: eight interleaved f64 accumulators (so the loop is not one long
+/// dependency chain), folded in a fixed order.
+pub(crate) const LANES: usize = 8;
+
+#[inline(always)]
+pub(crate) fn fold(l: [f64; LANES]) -> f64 {
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+/// Contiguous rows of a standard-layout tile.
+pub(crate) fn row_slice<'a, T>(v: ArrayView2<'a, T>, i: usize) -> &'a [T] {
+    v.index_axis_move(Axis(0), i)
+        .to_slice()
+        .expect("tiles are standard layout")
+}
+
+/// The fused objective ‖ΔW − T‖²/‖T‖² and factor gradients of `fitted`, or `None` for a kind with no fused
+/// kernel (full, DoRA, LoKr/KronA, MoRA, KRAdapter, or a chain longer than [`MAX_CHAIN`]).
+pub fn objective_and_grads<T: Real>(
+    fitted: &Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    ws: &mut Workspace<T>,
+    tiling: Tiling,
+    threads: usize,
+) -> Option<(f64, Vec<Array2<T>>)> {
+    dispatch(fitted, target, target_norm2, true, ws, tiling, threads)
+}
+
+/// The fused objective alone (ΔW formed tile by tile with the adapter's own `delta` formula).
+pub fn objective<T: Real>(
+    fitted: &Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    ws: &mut Workspace<T>,
+    tiling: Tiling,
+    threads: usize,
+) -> Option<f64> {
+    dispatch(fitted, target, target_norm2, false, ws, tiling, threads).map(|(o, _)| o)
+}
+
+fn dispatch<T: Real>(
+    fitted: &Fitted<T>,
+    target: ArrayView2<'_, T>,
+    target_norm2: f64,
+    grads: bool,
+    ws: &mut Workspace<T>,
+    tiling: Tiling,
+    threads: usize,
+) -> Option<(f64, Vec<Array2<T>>)> {
+    let (sum, g) = match fitted {
+        Fitted::Abba(a) => abba::run(a, target, target_norm2, grads, ws, tiling, threads),
+        Fitted::Lora(l) => lora::run(l, target, target_norm2, grads, ws, tiling, threads),
+        Fitted::Hira(h) => hira::run(h, target, target_norm2, grads, ws, tiling, threads),
+        Fitted::Chain(c) if c.pairs.len() <= MAX_CHAIN => {
+            chain::run(c, target, target_norm2, grads, ws, tiling, threads)
+        }
+        Fitted::Chain(_)
+        | Fitted::Full(_)
+        | Fitted::Dora(_)
+        | Fitted::Lokr(_)
+        | Fitted::Kradapter(_)
+        | Fitted::Mora(_) => return None,
+    };
+    Some((sum / target_norm2, g))
+}
