@@ -121,7 +121,7 @@ pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
 
 /// The quantile t_{p, df}: the t with P(T ≤ t) = p, for 0 < p < 1 (bisection to machine precision).
 pub fn t_quantile(p: f64, df: f64) -> f64 {
-    if !(p > 0.0 && p < 1.0) || !(df > 0.0) {
+    if !(p > 0.0 && p < 1.0 && df > 0.0) {
         return f64::NAN;
     }
     if p < 0.5 {
@@ -241,7 +241,7 @@ mod tests {
             close(t_cdf(t, 2.0), 0.5 + t / (2.0 * (2.0 + t * t).sqrt()), 1e-12);
         }
         // df = 2 inverts in closed form: t_p = (2p − 1) √(2 / (4p(1 − p))).
-        for p in [0.6, 0.9, 0.975, 0.999] {
+        for p in [0.6f64, 0.9, 0.975, 0.999] {
             let exact = (2.0 * p - 1.0) * (2.0 / (4.0 * p * (1.0 - p))).sqrt();
             close(t_quantile(p, 2.0), exact, 1e-9);
         }

@@ -363,3 +363,56 @@ fn a_grid_is_identical_with_one_and_two_threads_through_the_binary() {
     assert!(one.iter().all(|r| r.status == CellStatus::Ok), "{one:?}");
     same(&one, &two);
 }
+
+/// A grid killed by SIGKILL at several points and re-run: no duplicate and no missing cell, and the same numbers
+/// as a grid run in one go.
+#[test]
+fn a_grid_killed_by_sigkill_and_rerun_has_every_cell_once() {
+    let dir = scratch("sigkill");
+    let spec_path = dir.join("spec.toml");
+    std::fs::write(&spec_path, SPEC).unwrap();
+    let run = |out: &Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_abba"));
+        c.args([
+            "compare",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--no-report",
+            "--jobs",
+            "2",
+        ])
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        c
+    };
+    let clean = dir.join("clean");
+    assert!(run(&clean).status().unwrap().success());
+    let reference = canonical(read_records(&clean.join("results.csv")).unwrap());
+
+    let killed = dir.join("killed");
+    // Kill points spread over the grid's run time (from the clean run's row count per second, roughly).
+    let mut counts = Vec::new();
+    for delay_ms in [150u64, 400, 700, 1100, 1600] {
+        let mut child = run(&killed).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        counts.push(read_records(&killed.join("results.csv")).unwrap().len());
+    }
+    assert!(
+        counts[0] < reference.len(),
+        "the first kill came too late: {counts:?}"
+    );
+    assert!(run(&killed).status().unwrap().success());
+    let after = canonical(read_records(&killed.join("results.csv")).unwrap());
+    assert_eq!(
+        ids(&after),
+        ids(&reference),
+        "no duplicate and no missing cell"
+    );
+    same(&after, &reference);
+}

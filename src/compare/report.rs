@@ -82,6 +82,19 @@ pub fn write_reports_for(records: &[CellRecord], dir: &Path) -> Result<Vec<PathB
         };
         series.points.extend(xs.into_iter().map(point));
     }
+    // Methods side by side at each budget, so their intervals do not hide each other.
+    let k = by_method.len() as f64;
+    let log_x = budgets.len() > 1;
+    for (i, series) in by_method.iter_mut().enumerate() {
+        let offset = 0.04 * (i as f64 - (k - 1.0) / 2.0);
+        for p in &mut series.points {
+            p.x = if log_x {
+                p.x * (1.0 + offset)
+            } else {
+                p.x + offset
+            };
+        }
+    }
     if by_method.iter().any(|s| !s.points.is_empty()) {
         let path = dir.join("test-vs-budget.png");
         let title = format!(
@@ -94,7 +107,7 @@ pub fn write_reports_for(records: &[CellRecord], dir: &Path) -> Result<Vec<PathB
                 title: &title,
                 x_desc: "budget (LoRA rank with the same trainable parameters)",
                 y_desc: &y,
-                log_x: budgets.len() > 1,
+                log_x,
             },
             &by_method,
             &path,

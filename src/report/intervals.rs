@@ -38,7 +38,7 @@ pub struct Axes<'a> {
 }
 
 fn tick(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
+    if v != 0.0 && (v.abs() < 0.1 || v.abs() >= 1e4) {
         format!("{v:.0e}")
     } else {
         format!("{v:.3}")
