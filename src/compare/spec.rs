@@ -182,14 +182,29 @@ fn bad<T>(message: String) -> Result<T> {
 impl CompareSpec {
     /// Reads and checks a spec; nothing is written.
     pub fn load(path: &Path) -> Result<CompareSpec> {
-        let spec: CompareSpec = crate::io::load_toml(path, "comparison TOML")?;
-        spec.validate()?;
-        Ok(spec)
+        let text = crate::io::read_to_string(path)?;
+        Self::parse_from(&text, &path.display().to_string())
     }
 
     /// Parses and checks spec text (tests).
     pub fn parse(text: &str) -> Result<CompareSpec> {
-        let spec: CompareSpec = crate::io::parse_toml(text, "<spec>", "comparison TOML")?;
+        Self::parse_from(text, "<spec>")
+    }
+
+    fn parse_from(text: &str, origin: &str) -> Result<CompareSpec> {
+        let spec: CompareSpec = crate::io::parse_toml(text, origin, "comparison TOML")?;
+        // `[train] lr` would be silently replaced by each method's grid: refuse it, whatever its value.
+        let raw: toml::Table = crate::io::parse_toml(text, origin, "comparison TOML")?;
+        if raw
+            .get("train")
+            .and_then(|t| t.as_table())
+            .is_some_and(|t| t.contains_key("lr"))
+        {
+            return bad(
+                "[train] lr is set, but each method's lrs grid sets the learning rate: remove lr from [train]"
+                    .into(),
+            );
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -212,12 +227,6 @@ impl CompareSpec {
         self.validate_methods()?;
         self.validate_model()?;
         self.validate_data()?;
-        if self.train.lr != TrainConfig::default().lr {
-            return bad(
-                "[train] lr is set, but each method's lrs grid sets the learning rate: remove lr from [train]"
-                    .into(),
-            );
-        }
         self.train.validate()?;
         if self.eval.batch_size == 0 {
             return bad("[eval] batch_size = 0: use at least 1".into());

@@ -141,6 +141,22 @@ pub fn render(
             );
         }
     }
+    let edges: Vec<String> = selected
+        .iter()
+        .filter(|s| s.trials.len() > 1)
+        .filter(|s| {
+            s.lr.is_some_and(|lr| lr == s.trials[0].lr || lr == s.trials[s.trials.len() - 1].lr)
+        })
+        .map(|s| format!("{} ({})", s.method, budget_name(s.budget_rank)))
+        .collect();
+    if !edges.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n**The chosen lr is at the edge of its grid** for {}: the best lr may lie outside it; widen the \
+             grid there (every method keeps the same number of trials).",
+            edges.join(", ")
+        );
+    }
     let failed: Vec<&CellRecord> = records
         .iter()
         .filter(|r| r.status == CellStatus::Failed)

@@ -99,7 +99,12 @@ pub fn plot_intervals(axes: Axes<'_>, series: &[IntervalSeries], out: &Path) -> 
                     .y_desc(axes.y_desc)
                     .label_style((FAMILY, 15))
                     .axis_desc_style((FAMILY, 17))
-                    .x_label_formatter(&|x| tick(*x))
+                    .x_label_formatter(&|x| {
+                        // A log axis ticks every 1–9 × 10ᵏ: label only 1, 2, 3 and 5 × 10ᵏ so labels do not collide.
+                        let mantissa = x.abs() / 10f64.powf(x.abs().log10().floor());
+                        let keep = [1.0, 2.0, 3.0, 5.0].iter().any(|m| (mantissa - m).abs() < 1e-6);
+                        if axes.log_x && !keep { String::new() } else { tick(*x) }
+                    })
                     .y_label_formatter(&|y| tick(*y))
                     .light_line_style(BLACK.mix(0.05))
                     .bold_line_style(BLACK.mix(0.15))
