@@ -107,6 +107,7 @@ fn same(a: &[CellRecord], b: &[CellRecord]) {
                 &mut r.test_loss,
                 &mut r.test_accuracy,
                 &mut r.test_exact_match,
+                &mut r.test_kept,
             ] {
                 if v.is_nan() {
                     *v = -12345.0;
@@ -415,4 +416,58 @@ fn a_grid_killed_by_sigkill_and_rerun_has_every_cell_once() {
         "no duplicate and no missing cell"
     );
     same(&after, &reference);
+}
+
+/// The MNIST toy as a comparison: every cell pretrains the seed's base on 0–7 and adapts it to 8–9; LoRA and
+/// ABBA train the same parameter count; accuracy kept on 0–7 is recorded.
+#[test]
+fn the_mnist_toy_runs_as_a_comparison() {
+    let dir = scratch("toy");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/mnist_5k.csv.gz");
+    let toy = dir.join("toy.toml");
+    std::fs::write(
+        &toy,
+        format!(
+            "task = \"mnist-toy\"\ndata = \"{}\"\nout = \"{}\"\ntrain_per_class = 30\ntest_per_class = 10\n\
+             hidden = 16\npretrain_epochs = 2\nadapt_epochs = 2\nrank = 4\nmethods = [\"lora\", \"abba\", \"full\"]\n",
+            data.display(),
+            dir.join("unused").display()
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "task = \"toy\"\nmetric = \"accuracy\"\nseeds = [0, 1]\nbudgets = [2, 4]\ntoy = \"{}\"\n\
+         [[methods]]\nmethod = \"lora\"\nlrs = [1e-3, 1e-2]\n[[methods]]\nmethod = \"abba\"\nlrs = [1e-3, 1e-2]\n\
+         [[methods]]\nmethod = \"full\"\nlrs = [1e-3, 1e-2]\n",
+        toy.display()
+    );
+    let spec = CompareSpec::parse(&text).unwrap();
+    let out = dir.join("out");
+    let (summary, records) = run_compare(&spec, &out, &opts(None, 2)).unwrap();
+    assert_eq!(summary.planned, 4 + 2 * 2 * 4);
+    assert_eq!(summary.failed, 0, "{records:?}");
+    let at = |m: &str, b: usize| {
+        records
+            .iter()
+            .find(|r| r.method == m && r.budget_rank == b)
+            .unwrap()
+    };
+    assert_eq!(at("lora", 2).params, at("abba", 2).params);
+    assert_eq!(at("lora", 4).params, 2 * at("lora", 2).params);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.test_kept.is_finite() && r.validation.is_finite())
+    );
+    assert_eq!(write_reports(&out).unwrap().len(), 3);
+    // Re-running reads every cell back.
+    let (again, _) = run_compare(&spec, &out, &opts(None, 2)).unwrap();
+    assert_eq!(again.skipped, again.planned);
+
+    // An LLM-only metric is refused for the toy.
+    let err = CompareSpec::parse(&text.replace("\"accuracy\"", "\"exact_match\"")).unwrap_err();
+    assert!(
+        err.to_string().contains("not measured by the MNIST toy"),
+        "{err}"
+    );
 }

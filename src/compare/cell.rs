@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::grid::Cell;
 use super::record::{CellRecord, CellStatus};
 use super::spec::{CompareSpec, Metric};
+use super::toy_cell::{ToyCellReport, run_toy_cell};
 use crate::error::{AbbaError, Result};
 use crate::finetune::CANDLE_VERSION;
 use crate::finetune::adapters::config::AdapterSection;
@@ -26,9 +27,12 @@ const TEST_STREAM: u64 = 0x7e57_5eed;
 
 /// What every cell of a grid shares, resolved once.
 pub struct GridContext {
-    pub model: ModelSection,
-    pub data: DataSection,
+    /// An LLM task's base model and train/validation data (absent for the toy).
+    pub model: Option<ModelSection>,
+    pub data: Option<DataSection>,
     pub test: Vec<Example>,
+    /// The MNIST toy's spec, when the comparison is the toy.
+    pub toy: Option<crate::finetune::toy::ToySpec>,
     pub runs_dir: PathBuf,
     pub device: Device,
 }
@@ -41,14 +45,28 @@ impl GridContext {
         out: &Path,
         device: Device,
     ) -> Result<GridContext> {
-        let m = &spec.model;
+        let runs_dir = out.join("runs");
+        if let Some(toy) = &spec.toy {
+            return Ok(GridContext {
+                model: None,
+                data: None,
+                test: Vec::new(),
+                toy: Some(crate::finetune::toy::load_spec(toy)?),
+                runs_dir,
+                device,
+            });
+        }
+        let (Some(m), Some(d)) = (&spec.model, &spec.data) else {
+            return Err(AbbaError::InvalidArgument(
+                "the spec needs [model] and [data], or toy = \"<toy TOML>\"".into(),
+            ));
+        };
         let model = ModelSection {
             path: base.or_else(|| m.path.clone()),
             random: m.random,
             tokenizer: m.tokenizer.clone(),
             dtype: m.dtype.clone(),
         };
-        let d = &spec.data;
         let (data, test) = match &d.synthetic {
             Some(s) => (
                 DataSection {
@@ -85,10 +103,11 @@ impl GridContext {
             }
         };
         Ok(GridContext {
-            model,
-            data,
+            model: Some(model),
+            data: Some(data),
             test,
-            runs_dir: out.join("runs"),
+            toy: None,
+            runs_dir,
             device,
         })
     }
@@ -103,18 +122,23 @@ pub struct TestScores {
     pub generated: usize,
 }
 
-/// The fine-tuning job of a cell.
-pub fn job_spec(spec: &CompareSpec, cell: &Cell, ctx: &GridContext) -> FinetuneSpec {
+/// The fine-tuning job of a cell (an LLM task's).
+pub fn job_spec(spec: &CompareSpec, cell: &Cell, ctx: &GridContext) -> Result<FinetuneSpec> {
+    let (Some(model), Some(data)) = (&ctx.model, &ctx.data) else {
+        return Err(AbbaError::InvalidArgument(
+            "the MNIST toy has no fine-tuning job: its cells run through compare::toy_cell".into(),
+        ));
+    };
     let entry = cell.entry(spec);
     let id = cell.id(spec);
     let mut train = spec.train.clone();
     train.lr = cell.lr;
-    FinetuneSpec {
+    Ok(FinetuneSpec {
         task: None,
         name: id.clone(),
         seed: cell.seed,
-        model: ctx.model.clone(),
-        data: ctx.data.clone(),
+        model: model.clone(),
+        data: data.clone(),
         adapter: AdapterSection {
             method: entry.method.clone(),
             dropout: spec.adapter.dropout,
@@ -127,7 +151,7 @@ pub fn job_spec(spec: &CompareSpec, cell: &Cell, ctx: &GridContext) -> FinetuneS
             dir: ctx.runs_dir.join(&id),
             save_merged: false,
         },
-    }
+    })
 }
 
 /// Runs (or resumes, or reads back) a cell; any error becomes a failed row rather than stopping the grid.
@@ -152,19 +176,53 @@ pub fn run_cell(spec: &CompareSpec, cell: &Cell, ctx: &GridContext, force: bool)
         test_loss: f64::NAN,
         test_accuracy: f64::NAN,
         test_exact_match: f64::NAN,
+        test_kept: f64::NAN,
         crate_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("ABBA_GIT_COMMIT").into(),
         candle_version: CANDLE_VERSION.into(),
         ..CellRecord::default()
     };
-    match train_and_score(spec, cell, ctx, force) {
-        Ok((report, test)) => fill(&mut record, spec.metric, &report, &test),
-        Err(e) => {
-            record.status = CellStatus::Failed;
-            record.reason = e.to_string();
+    let outcome = match &ctx.toy {
+        Some(toy) => {
+            let dir = ctx.runs_dir.join(&record.cell_id);
+            if force && dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            run_toy_cell(spec, toy, cell, &dir).map(|r| fill_toy(&mut record, spec.metric, &r))
         }
+        None => train_and_score(spec, cell, ctx, force)
+            .map(|(report, test)| fill(&mut record, spec.metric, &report, &test)),
+    };
+    if let Err(e) = outcome {
+        record.status = CellStatus::Failed;
+        record.reason = e.to_string();
     }
     record
+}
+
+fn fill_toy(record: &mut CellRecord, metric: Metric, r: &ToyCellReport) {
+    record.params = r.params;
+    record.steps = r.steps;
+    record.train_seconds = r.seconds;
+    record.peak_rss_mib = crate::process::memory_mib(crate::process::Memory::Peak);
+    record.val_loss = r.val_loss;
+    record.val_accuracy = r.val_accuracy;
+    record.test_loss = r.test_loss;
+    record.test_accuracy = r.test_accuracy;
+    record.test_kept = r.test_kept;
+    let pick = |loss: f64, acc: f64| match metric {
+        Metric::Accuracy => acc,
+        Metric::Loss => loss,
+        Metric::Perplexity => loss.exp(),
+        Metric::ExactMatch => f64::NAN,
+    };
+    record.validation = pick(r.val_loss, r.val_accuracy);
+    record.test = pick(r.test_loss, r.test_accuracy);
+    record.status = if r.diverged {
+        CellStatus::Diverged
+    } else {
+        CellStatus::Ok
+    };
 }
 
 fn train_and_score(
@@ -173,7 +231,7 @@ fn train_and_score(
     ctx: &GridContext,
     force: bool,
 ) -> Result<(FinetuneReport, TestScores)> {
-    let job = job_spec(spec, cell, ctx);
+    let job = job_spec(spec, cell, ctx)?;
     let dir = job.output.dir.clone();
     let (report_path, test_path) = (dir.join("report.json"), dir.join("test.json"));
     if force && dir.exists() {
@@ -210,7 +268,7 @@ fn read_test(path: &Path) -> Result<TestScores> {
 fn score_test(trained: &Trained<'_>, test: &[Example], spec: &CompareSpec) -> Result<TestScores> {
     let encoded = test
         .iter()
-        .map(|e| encode_example(trained.tokenizer, e, trained.special, spec.data.max_len))
+        .map(|e| encode_example(trained.tokenizer, e, trained.special, trained_max_len(spec)))
         .collect::<Result<Vec<_>>>()?;
     let generate = if trained.diverged {
         0
@@ -279,4 +337,8 @@ fn fill(record: &mut CellRecord, metric: Metric, report: &FinetuneReport, test: 
     } else {
         CellStatus::Diverged
     };
+}
+
+fn trained_max_len(spec: &CompareSpec) -> usize {
+    spec.data.as_ref().map_or(256, |d| d.max_len)
 }

@@ -29,6 +29,8 @@ struct Identity<'a> {
     targets: &'a Option<Vec<String>>,
     model: String,
     data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    toy: Option<String>,
     eval: String,
 }
 
@@ -48,8 +50,18 @@ impl Cell {
             train: &spec.train,
             dropout: spec.adapter.dropout,
             targets: &spec.adapter.target_modules,
-            model: format!("{:?}", spec.model),
-            data: format!("{:?}", spec.data),
+            model: spec
+                .model
+                .as_ref()
+                .map_or(String::new(), |m| format!("{m:?}")),
+            data: spec
+                .data
+                .as_ref()
+                .map_or(String::new(), |d| format!("{d:?}")),
+            toy: spec
+                .toy
+                .as_ref()
+                .map(|t| format!("{} {}", t.display(), spec.toy_validation_fraction)),
             eval: format!("{:?}", spec.eval),
         };
         let json = serde_json::to_string(&identity).expect("a cell always serialises");

@@ -12,6 +12,7 @@ pub mod runner;
 pub mod spec;
 pub mod store;
 pub mod summary;
+pub mod toy_cell;
 
 pub use report::write_reports;
 pub use runner::{CompareOptions, CompareSummary, run_compare};

@@ -47,6 +47,8 @@ pub struct CellRecord {
     pub test_loss: f64,
     pub test_accuracy: f64,
     pub test_exact_match: f64,
+    /// The MNIST toy: accuracy kept on the pretraining digits 0–7 after adaptation (forgetting); NaN otherwise.
+    pub test_kept: f64,
     pub steps: usize,
     /// Wall-clock seconds of training (not deterministic).
     pub train_seconds: f64,

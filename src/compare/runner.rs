@@ -43,7 +43,7 @@ pub struct CompareSummary {
 
 /// The base model's directory when the spec pretrains it: runs that job unless it has finished.
 fn pretrained_base(spec: &CompareSpec, device: &Device, verbose: bool) -> Result<Option<PathBuf>> {
-    let Some(path) = &spec.model.pretrain else {
+    let Some(path) = spec.model.as_ref().and_then(|m| m.pretrain.as_ref()) else {
         return Ok(None);
     };
     let job = FinetuneSpec::load(path)?;

@@ -30,8 +30,15 @@ pub struct CompareSpec {
     /// The method every other one is paired against (a method label); `lora` by default.
     #[serde(default = "lora")]
     pub reference: String,
-    pub model: ModelSpec,
-    pub data: DataSpec,
+    /// An LLM task: the base model and data with three splits …
+    pub model: Option<ModelSpec>,
+    pub data: Option<DataSpec>,
+    /// … or the MNIST toy (paper Fig. 1): its spec (`experiments/finetune-mnist.toml`) gives data, network and
+    /// training; the grid sets method, budget (its `rank`), adaptation lr and seed.
+    pub toy: Option<PathBuf>,
+    /// The share of the toy's training images per class held out for validation.
+    #[serde(default = "validation_fraction")]
+    pub toy_validation_fraction: f64,
     #[serde(default)]
     pub adapter: LayerSpec,
     pub methods: Vec<MethodEntry>,
@@ -40,6 +47,10 @@ pub struct CompareSpec {
     pub train: TrainConfig,
     #[serde(default)]
     pub eval: EvalSection,
+}
+
+fn validation_fraction() -> f64 {
+    0.2
 }
 
 fn lora() -> String {
@@ -225,6 +236,9 @@ impl CompareSpec {
         }
         self.validate_grid()?;
         self.validate_methods()?;
+        if let Some(toy) = &self.toy {
+            return self.validate_toy(toy);
+        }
         self.validate_model()?;
         self.validate_data()?;
         self.train.validate()?;
@@ -331,8 +345,46 @@ impl CompareSpec {
         Ok(())
     }
 
+    fn validate_toy(&self, toy: &Path) -> Result<()> {
+        if self.model.is_some() || self.data.is_some() {
+            return bad(
+                "the spec names a toy and [model]/[data]: a comparison is either the MNIST toy or an LLM task, remove one"
+                    .into(),
+            );
+        }
+        crate::finetune::toy::load_spec(toy)?;
+        let toy_methods = crate::finetune::toy::PAPER_METHODS;
+        if let Some(m) = self
+            .methods
+            .iter()
+            .find(|m| !toy_methods.iter().any(|k| k.name() == m.method.method))
+        {
+            return bad(format!(
+                "method '{}' is not in the MNIST toy: use lora, hira, abba or full",
+                m.method.method
+            ));
+        }
+        if !matches!(self.metric, Metric::Accuracy | Metric::Loss) {
+            return bad(format!(
+                "metric = \"{}\" is not measured by the MNIST toy: use \"accuracy\" (on 8–9) or \"loss\"",
+                self.metric.name()
+            ));
+        }
+        if !(self.toy_validation_fraction > 0.0 && self.toy_validation_fraction < 1.0) {
+            return bad(format!(
+                "toy_validation_fraction = {}: use a share in (0, 1), e.g. 0.2",
+                self.toy_validation_fraction
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_model(&self) -> Result<()> {
-        let m = &self.model;
+        let Some(m) = &self.model else {
+            return bad(
+                "the spec needs [model] and [data] (an LLM task) or toy = \"<toy TOML>\"".into(),
+            );
+        };
         let given = [m.path.is_some(), m.pretrain.is_some(), m.random.is_some()];
         if given.iter().filter(|&&g| g).count() != 1 {
             return bad(
@@ -348,7 +400,9 @@ impl CompareSpec {
     }
 
     fn validate_data(&self) -> Result<()> {
-        let d = &self.data;
+        let Some(d) = &self.data else {
+            return bad("the spec needs [data] with three splits (train, validation, test)".into());
+        };
         let files = [&d.train, &d.validation, &d.test];
         let n_files = files.iter().filter(|f| f.is_some()).count();
         match (&d.synthetic, n_files) {

@@ -74,12 +74,35 @@ pub fn render(
     if budgets.is_empty() {
         budgets.push(0);
     }
+    // The MNIST toy also records accuracy kept on the pretraining digits (forgetting).
+    let has_kept = records.iter().any(|r| r.test_kept.is_finite());
+    let kept = |s: &Selected| -> String {
+        let vs: Vec<f64> = records
+            .iter()
+            .filter(|r| {
+                r.method == s.method
+                    && r.budget_rank == s.budget_rank
+                    && Some(r.lr) == s.lr
+                    && r.status == CellStatus::Ok
+                    && r.test_kept.is_finite()
+            })
+            .map(|r| r.test_kept)
+            .collect();
+        let iv = crate::stats::t_interval(&vs, LEVEL);
+        format!(" {} ± {} |", num(iv.mean), num(iv.sd))
+    };
     for b in budgets {
         let _ = writeln!(md, "## Budget {}\n", budget_name(b));
         let _ = writeln!(
             md,
             "| method | params | lr (chosen on validation) | validation at lr | test mean ± sd | 95 % interval | n | \
-             Δ vs {reference} | Δ 95 % interval | p |\n|---|---|---|---|---|---|---|---|---|---|"
+             Δ vs {reference} | Δ 95 % interval | p |{}\n|---|---|---|---|---|---|---|---|---|---|{}",
+            if has_kept {
+                " kept on 0–7 (test accuracy) |"
+            } else {
+                ""
+            },
+            if has_kept { "---|" } else { "" }
         );
         for s in selected
             .iter()
@@ -115,8 +138,10 @@ pub fn render(
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {lr} | {val} | {mean_sd} | {ci} | {n} | {diff} | {dci} | {pv} |",
-                s.method, s.params
+                "| {} | {} | {lr} | {val} | {mean_sd} | {ci} | {n} | {diff} | {dci} | {pv} |{}",
+                s.method,
+                s.params,
+                if has_kept { kept(s) } else { String::new() }
             );
         }
         let _ = writeln!(md);
