@@ -21,6 +21,7 @@
 pub mod adapter;
 pub mod bench;
 pub mod budget;
+pub mod compare;
 pub mod error;
 pub mod finetune;
 pub mod fit;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod process;
 pub mod report;
 pub mod rng;
+pub mod stats;
 pub mod study;
 pub mod target;
 

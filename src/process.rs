@@ -111,6 +111,18 @@ impl Drop for RunPeak {
     }
 }
 
+/// Memory the machine can give a new allocation without swapping (`MemAvailable` of `/proc/meminfo`), bytes;
+/// `None` where `/proc` is not there.
+pub fn available_memory_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    })
+}
+
 /// CPU time in USER_HZ ticks: the whole machine's busy and total time (`/proc/stat`), and this process's own plus
 /// its waited-for children's (`/proc/self/stat`).
 #[derive(Clone, Copy, Debug)]

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("error", 0),
     ("rng", 0),
     ("process", 0),
+    ("stats", 0),
     ("io", 1),
     ("linalg", 1),
     ("adapter", 2),
@@ -21,6 +22,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("report", 6),
     ("finetune", 7),
     ("bench", 8),
+    ("compare", 8),
 ];
 
 fn rank(top: &str) -> Option<usize> {

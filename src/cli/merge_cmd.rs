@@ -43,7 +43,15 @@ pub fn run(args: MergeArgs) -> Result<()> {
             files.push(input.clone());
         }
     }
-    let (rows, dropped) = abba::study::store::merge_files(&files, &args.out)?;
+    // A comparison's shards (abba compare) have their own schema; everything else is a study's.
+    let comparison = files
+        .first()
+        .is_some_and(|f| abba::compare::store::is_comparison_file(f));
+    let (rows, dropped) = if comparison {
+        abba::compare::store::merge_files(&files, &args.out)?
+    } else {
+        abba::study::store::merge_files(&files, &args.out)?
+    };
     println!(
         "merged {} files: {rows} runs, {dropped} duplicate rows dropped → {}",
         files.len(),
@@ -52,7 +60,12 @@ pub fn run(args: MergeArgs) -> Result<()> {
     if args.report
         && let Some(dir) = args.out.parent()
     {
-        for path in abba::report::write_study_reports(dir)? {
+        let written = if comparison {
+            abba::compare::write_reports(dir)?
+        } else {
+            abba::report::write_study_reports(dir)?
+        };
+        for path in written {
             println!("wrote {}", path.display());
         }
     }

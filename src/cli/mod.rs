@@ -3,6 +3,7 @@
 
 mod bench_cmd;
 mod budget_cmd;
+mod compare_cmd;
 mod eval_cmd;
 mod export_cmd;
 mod finetune_cmd;
@@ -40,6 +41,9 @@ pub enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Equal-budget configurations of every method for one or more layer shapes.
     Budget(budget_cmd::BudgetArgs),
+    /// Compare fine-tuning methods at equal budgets: lr tuned on validation, test metric over seeds with
+    /// intervals and paired tests against LoRA (resumable; --shard K/N for clusters).
+    Compare(compare_cmd::CompareArgs),
     /// Fine-tune a Llama-family model with LoRA / HiRA / ABBA (or fully) from a TOML config; resumable.
     Finetune(finetune_cmd::FinetuneArgs),
     /// Evaluate a model, optionally with an adapter: generation accuracy, exact match, loss, perplexity.
@@ -58,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Budget(args) => budget_cmd::run(args),
+        Command::Compare(args) => compare_cmd::run(args),
         Command::Finetune(args) => finetune_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::MergeAdapter(args) => merge_adapter_cmd::run(args),

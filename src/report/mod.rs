@@ -6,6 +6,7 @@
 mod convergence;
 mod fig2;
 mod fonts;
+pub mod intervals;
 pub mod loss_curves;
 mod paper;
 pub mod ranking;

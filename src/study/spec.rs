@@ -138,6 +138,22 @@ impl StudySpec {
         self.abba_rules.iter().map(|r| r.parse()).collect()
     }
 
+    /// Refuses a shape whose matrices cannot fit in memory (target, W0, fit and residual: about
+    /// [`MATRICES_PER_RUN`] f64 matrices of rows × cols per run), before anything is allocated or written.
+    fn check_memory(&self) -> Result<()> {
+        let needed = MATRICES_PER_RUN as u128 * 8 * self.rows as u128 * self.cols as u128;
+        match crate::process::available_memory_bytes() {
+            Some(free) if needed > free as u128 => Err(AbbaError::InvalidArgument(format!(
+                "rows × cols = {} × {} needs about {} ({MATRICES_PER_RUN} f64 matrices per run) but {} is                  available: use smaller rows and cols",
+                self.rows,
+                self.cols,
+                human_bytes(needed),
+                human_bytes(free as u128)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(AbbaError::InvalidArgument(m));
         if self.targets.is_empty() {
@@ -157,6 +173,20 @@ impl StudySpec {
         if self.seeds.is_empty() {
             return bad("`seeds` is empty: give at least one seed".into());
         }
+        for entry in &self.solvers {
+            let lr = match &entry.solver {
+                SolverSpec::Adam(a) => Some(a.lr),
+                SolverSpec::LoraPro(p) => Some(p.adam.lr),
+                SolverSpec::Svd | SolverSpec::Als(_) => None,
+            };
+            if let Some(lr) = lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+                return bad(format!(
+                    "the {} solver has lr = {lr}: a learning rate must be finite and > 0",
+                    entry.solver.name()
+                ));
+            }
+        }
+        self.check_memory()?;
         self.rules()?;
         let templates = self.templates()?;
         for entry in &self.solvers {
@@ -203,4 +233,18 @@ impl StudySpec {
         }
         Ok(())
     }
+}
+
+/// Matrices of rows × cols a study run holds at once, roughly (target, W0, fit, residual).
+pub const MATRICES_PER_RUN: usize = 4;
+
+fn human_bytes(b: u128) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", units[i])
 }

@@ -7,5 +7,5 @@ pub mod report;
 pub mod run;
 pub mod spec;
 
-pub use run::{RunOptions, run_finetune};
+pub use run::{RunOptions, Trained, run_finetune, run_finetune_then};
 pub use spec::FinetuneSpec;

@@ -18,7 +18,8 @@ use crate::finetune::adapters::inject;
 use crate::finetune::adapters::peft::AdapterSet;
 use crate::finetune::device::device_name;
 use crate::finetune::eval::{EvalOptions, evaluate};
-use crate::finetune::tokenizer::SpecialIds;
+use crate::finetune::model::Llama;
+use crate::finetune::tokenizer::{SpecialIds, TextTokenizer};
 use crate::finetune::train::{TrainSetup, train};
 
 pub struct RunOptions {
@@ -31,6 +32,25 @@ pub struct RunOptions {
 }
 
 pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneReport> {
+    run_finetune_then(spec, opts, |_| Ok(()))
+}
+
+/// The trained model as a caller of [`run_finetune_then`] sees it, after the run's own evaluation.
+pub struct Trained<'a> {
+    pub model: &'a Llama,
+    pub tokenizer: &'a TextTokenizer,
+    pub special: &'a SpecialIds,
+    pub out_dir: &'a Path,
+    pub diverged: bool,
+}
+
+/// [`run_finetune`], with `after` given the trained model before `report.json` is written (so a finished run
+/// has also finished what `after` writes: `abba compare` scores its test split there).
+pub fn run_finetune_then(
+    spec: &FinetuneSpec,
+    opts: &RunOptions,
+    after: impl FnOnce(&Trained<'_>) -> Result<()>,
+) -> Result<FinetuneReport> {
     let wall = Instant::now();
     let memory = crate::process::RunPeak::start();
     let out = opts
@@ -112,6 +132,13 @@ pub fn run_finetune(spec: &FinetuneSpec, opts: &RunOptions) -> Result<FinetuneRe
         |_| {},
     )?;
     let generation = eval.generation;
+    after(&Trained {
+        model: &model,
+        tokenizer: &tok,
+        special: &special,
+        out_dir: &out,
+        diverged: outcome.diverged,
+    })?;
 
     let peak = memory.read();
     let report = FinetuneReport {

@@ -27,7 +27,9 @@ pub struct TrainConfig {
     /// Write an adapter/optimizer checkpoint every this many optimizer steps (0: only at the end).
     pub checkpoint_every: usize,
     /// `adamw` (default), or `lora-pro`: LoRA's gradients adjusted to follow Adam on the full m×n gradient
-    /// (LoRA and rsLoRA only; its m×n moments are reported as optimizer memory).
+    /// (LoRA and rsLoRA only; its m×n moments are reported as optimizer memory). Left out of serialised
+    /// settings when it is the default, so ids hashed from settings written before it existed stay the same.
+    #[serde(default, skip_serializing_if = "OptimizerKind::is_default")]
     pub optimizer: OptimizerKind,
 }
 
@@ -38,6 +40,12 @@ pub enum OptimizerKind {
     #[default]
     Adamw,
     LoraPro,
+}
+
+impl OptimizerKind {
+    pub fn is_default(&self) -> bool {
+        *self == OptimizerKind::Adamw
+    }
 }
 
 impl Default for TrainConfig {
