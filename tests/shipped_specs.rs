@@ -1,5 +1,5 @@
 //! Every spec shipped under `experiments/` loads and passes its checks, so a README command never stops at a
-//! typo: studies, toy runs and transformer fine-tuning configs, each through the loader its command uses.
+//! typo: studies, comparisons, toy runs and transformer fine-tuning configs, each through the loader its command uses.
 
 use std::path::Path;
 
@@ -19,6 +19,8 @@ fn every_shipped_experiment_loads() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let result = if text.contains("task = \"mnist-toy\"") {
             abba::finetune::toy::load_spec(&path).map(|_| ())
+        } else if name.starts_with("compare-") {
+            abba::compare::CompareSpec::load(&path).map(|_| ())
         } else if name.starts_with("finetune-") {
             FinetuneSpec::load(&path).map(|_| ())
         } else {

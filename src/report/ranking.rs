@@ -23,7 +23,8 @@ fn entry_label(r: &RunRecord) -> String {
 /// ‖T − T_k‖²_F / ‖T‖²_F for the best rank-k approximation T_k (Eckart–Young), from T's singular values.
 fn eckart_young(sigma: &[f64], k: usize) -> f64 {
     let total: f64 = sigma.iter().map(|s| s * s).sum();
-    let tail: f64 = sigma.iter().skip(k).map(|s| s * s).sum();
+    // An empty float sum is −0.0: start from +0.0 so "nothing left" prints as 0.
+    let tail: f64 = sigma.iter().skip(k).fold(0.0, |acc, s| acc + s * s);
     if total > 0.0 { tail / total } else { f64::NAN }
 }
 
@@ -147,5 +148,113 @@ pub fn render(records: &[RunRecord], spectra: &Spectra) -> String {
         }
         let _ = writeln!(out);
     }
+    out.push_str(&solver_gaps(&cells));
     out
+}
+
+/// Where a method ran under several solvers, how far each stops above the best of them: a budgeted protocol
+/// (a fixed number of Adam steps, say) that stops short of what a converged solver reaches shows here.
+fn solver_gaps(
+    cells: &BTreeMap<(String, usize), BTreeMap<String, BTreeMap<String, Vec<&RunRecord>>>>,
+) -> String {
+    let mut lines = Vec::new();
+    for ((target, budget), by_method) in cells {
+        for (label, by_solver) in by_method {
+            if by_solver.len() < 2 {
+                continue;
+            }
+            let means: Vec<(&String, f64)> = by_solver
+                .iter()
+                .map(|(solver, runs)| {
+                    (
+                        solver,
+                        stat(&runs.iter().map(|r| r.error).collect::<Vec<_>>()).mean,
+                    )
+                })
+                .collect();
+            let best = means.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
+            for (solver, mean) in &means {
+                lines.push(format!(
+                    "| {target} | {budget} | {label} | {solver} | {mean:.4} | {:+.4} |",
+                    mean - best
+                ));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "## Solvers side by side\n\nEach method that ran under several solvers: its mean error under each and how far that is above \
+         the best of them (0 for the best). A positive gap is where that solver's protocol stops short of what the \
+         method can reach.\n\n| target | budget r | method | solver | error | above best |\n|---|---|---|---|---|---|\n{}\n",
+        lines.join("\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, method: &str, solver: &str, error: f64) -> RunRecord {
+        RunRecord {
+            run_id: id.into(),
+            target: "t".into(),
+            rows: 4,
+            cols: 4,
+            method: method.into(),
+            budget_rank: 1,
+            solver: solver.into(),
+            status: Status::Ok,
+            error,
+            config: r#"{"method":{"method":"lora","r":1}}"#.into(),
+            ..RunRecord::default()
+        }
+    }
+
+    #[test]
+    fn methods_rank_by_their_best_solver_and_gaps_are_against_it() {
+        let records = vec![
+            run("a", "lora", "svd", 0.5),
+            run("b", "lora", "adam", 0.7),
+            run("c", "abba", "adam", 0.4),
+        ];
+        let spectra: Spectra = ["a", "b", "c"]
+            .iter()
+            .map(|id| {
+                let points = [2.0, 1.0, 1.0, 0.0]
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &s)| SpectrumPoint {
+                        index,
+                        target: s,
+                        fit: s,
+                    })
+                    .collect();
+                (id.to_string(), points)
+            })
+            .collect();
+        let text = render(&records, &spectra);
+        // abba (0.4) above lora at its best solver, svd (0.5); EY at rank 1 is (1 + 1)/(4 + 1 + 1) = 1/3.
+        let abba = text.find("| 1 | abba").expect("abba first");
+        let lora = text
+            .find("| 2 | lora | svd | 0.5000")
+            .expect("lora second, at svd");
+        assert!(abba < lora, "{text}");
+        assert!(text.contains("EY@r = 0.3333"), "{text}");
+        // Rank 4 leaves nothing of the spectrum: +0, not −0.
+        assert_eq!(eckart_young(&[2.0, 1.0], 4).to_string(), "0");
+        assert!(
+            text.contains("| t | 1 | lora | adam | 0.7000 | +0.2000 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| t | 1 | lora | svd | 0.5000 | +0.0000 |"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("| abba | adam | 0.4000 | +"),
+            "a single solver has no gap row"
+        );
+    }
 }
