@@ -561,6 +561,18 @@ fn every_method_runs_in_the_toy() {
         match m.status {
             Status::Ok => {
                 ran += 1;
+                // Sized to the budget within 10 % per layer, so within 10 % in total — but for the two that
+                // keep their own sizes.
+                let budget = 4 * ((16 + 784) + (10 + 16));
+                if !matches!(m.method.as_str(), "kradapter" | "abba-chain") {
+                    let off = (m.trainable_params as f64 / budget as f64 - 1.0).abs();
+                    assert!(
+                        off <= 0.1,
+                        "{}: {} params for a budget of {budget}",
+                        m.method,
+                        m.trainable_params
+                    );
+                }
                 assert!(
                     m.final_loss < 0.8 * report.loss_before,
                     "{}: loss {} did not fall from {}",

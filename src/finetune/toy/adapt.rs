@@ -54,9 +54,9 @@ impl Budget {
 
 /// Makes `mlp` trainable for `method` (a template: each layer's sizes come from the budget) and returns the
 /// variables to optimise. Adapters start from the pretrained function (ΔW = 0, or the residual base of the inits
-/// that change it); layer `i` draws from stream `i` of `seed`, as `inject` does. A method whose sizes are given
-/// (or, like KRAdapter's, follow from the shape) keeps them; a budget another method cannot reach within 10 % is
-/// an error naming the nearest sizes.
+/// that change it); layer `i` draws from stream `i` of `seed`, as `inject` does. KRAdapter and a chain with its
+/// ranks written keep their own sizes where the budget cannot size them; a budget another method cannot reach
+/// within 10 % is an error naming the nearest sizes.
 pub fn prepare(mlp: &mut Mlp, method: &Method, budget: &Budget, seed: u64) -> Result<Vec<Var>> {
     if *method == Method::Full {
         return mlp.make_base_trainable();
@@ -71,16 +71,21 @@ pub fn prepare(mlp: &mut Mlp, method: &Method, budget: &Budget, seed: u64) -> Re
     for (index, layer) in mlp.layers_mut().into_iter().enumerate() {
         let mut rng = seeded(derive(seed, index as u64));
         let shape = layer.weight.dims2()?;
-        // An entry that writes its sizes (a chain's ranks, an explicit r) is used at them; so is KRAdapter,
-        // whose sizes follow from the shape.
-        let sized = match method.validate(shape) {
-            Ok(()) => method.clone(),
-            Err(_) => sized(
-                method,
-                BudgetSize::LoraRank(budget.rank),
-                AbbaRankRule::Half,
-                shape,
-            )?,
+        // KRAdapter has one size per shape and a chain no single split of a budget: where the budget cannot size
+        // them, they keep the sizes their entry gives (a chain's ranks; KRAdapter's follow from the shape).
+        let sized = match sized(
+            method,
+            BudgetSize::LoraRank(budget.rank),
+            AbbaRankRule::Half,
+            shape,
+        ) {
+            Ok(m) => m,
+            Err(e) => match method {
+                Method::Kradapter(_) | Method::AbbaChain(_) if method.validate(shape).is_ok() => {
+                    method.clone()
+                }
+                _ => return Err(e),
+            },
         };
         let (weights, residual) = initial_adapter(&layer.weight, &sized, &mut rng)?;
         if let Some(base) = residual {
