@@ -21,9 +21,12 @@ fn main() {
         commit
     };
     println!("cargo:rustc-env=ABBA_GIT_COMMIT={label}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
-    println!("cargo:rerun-if-changed=.git/index");
+    // Ask git where HEAD, the index and the branch refs live: in a worktree `.git` is a file and they are
+    // elsewhere, and a watched path that does not exist would leave the label stale after a commit.
+    for what in ["HEAD", "index", "refs/heads"] {
+        let path = git(&["rev-parse", "--git-path", what]).unwrap_or_else(|| format!(".git/{what}"));
+        println!("cargo:rerun-if-changed={path}");
+    }
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=Cargo.toml");
 }
