@@ -24,7 +24,8 @@ fn main() {
     // Ask git where HEAD, the index and the branch refs live: in a worktree `.git` is a file and they are
     // elsewhere, and a watched path that does not exist would leave the label stale after a commit.
     for what in ["HEAD", "index", "refs/heads"] {
-        let path = git(&["rev-parse", "--git-path", what]).unwrap_or_else(|| format!(".git/{what}"));
+        let path =
+            git(&["rev-parse", "--git-path", what]).unwrap_or_else(|| format!(".git/{what}"));
         println!("cargo:rerun-if-changed={path}");
     }
     println!("cargo:rerun-if-changed=src");

@@ -12,6 +12,9 @@ use crate::study::record::{RunRecord, SpectrumPoint, Status};
 /// Per run: its spectrum (target and fit singular values, index by index).
 pub type Spectra = BTreeMap<String, Vec<SpectrumPoint>>;
 
+/// One target and budget: method label → solver → its runs.
+type Cell<'a> = BTreeMap<String, BTreeMap<String, Vec<&'a RunRecord>>>;
+
 /// The method as a record names it, with its ABBA rule.
 fn entry_label(r: &RunRecord) -> String {
     match r.rule.as_str() {
@@ -70,8 +73,7 @@ pub fn render(records: &[RunRecord], spectra: &Spectra) -> String {
          optimum at the budget rank; `best@max rank` is the least error any matrix of the method's maximum rank can \
          have — a method cannot go below it. ‖ΔW − T‖_F and mean |σ_i(ΔW) − σ_i(T)| are KRAdapter's metrics.\n"
     );
-    // (target, budget) → label → solver → errors, with one record kept for its sizes.
-    type Cell<'a> = BTreeMap<String, BTreeMap<String, Vec<&'a RunRecord>>>;
+    // (target, budget) → label → solver → runs.
     let mut cells: BTreeMap<(String, usize), Cell> = BTreeMap::new();
     for r in &ok {
         cells
@@ -154,9 +156,7 @@ pub fn render(records: &[RunRecord], spectra: &Spectra) -> String {
 
 /// Where a method ran under several solvers, how far each stops above the best of them: a budgeted protocol
 /// (a fixed number of Adam steps, say) that stops short of what a converged solver reaches shows here.
-fn solver_gaps(
-    cells: &BTreeMap<(String, usize), BTreeMap<String, BTreeMap<String, Vec<&RunRecord>>>>,
-) -> String {
+fn solver_gaps(cells: &BTreeMap<(String, usize), Cell<'_>>) -> String {
     let mut lines = Vec::new();
     for ((target, budget), by_method) in cells {
         for (label, by_solver) in by_method {
