@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "abba",
     version,
-    about = "Hadamard-product adapters (ABBA, HiRA, LoRA): expressivity studies and full-model fine-tuning"
+    about = "Hadamard-product adapters (ABBA) and their rivals (LoRA, PiSSA, DoRA, HiRA, LoKr, MoRA, KRAdapter, LoRA-Pro): expressivity studies and full-model fine-tuning"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,14 +37,15 @@ pub enum Command {
     /// Redraw a study's plots and summary.md from its results directory.
     Report(report_cmd::ReportArgs),
     /// Benchmarks beside PyTorch, as CSV: --suite fit (Adam step, ALS sweep), finetune (training tokens/s and
-    /// peak memory per adapter, vs PEFT), layer (Khatri–Rao vs materialised 4096² layer), all.
+    /// peak memory per adapter, vs PEFT), layer (Khatri–Rao vs materialised 4096² layer), generate (greedy
+    /// generation tokens/s vs transformers), all.
     Bench(bench_cmd::BenchArgs),
     /// Equal-budget configurations of every method for one or more layer shapes.
     Budget(budget_cmd::BudgetArgs),
     /// Compare fine-tuning methods at equal budgets: lr tuned on validation, test metric over seeds with
     /// intervals and paired tests against LoRA (resumable; --shard K/N for clusters).
     Compare(compare_cmd::CompareArgs),
-    /// Fine-tune a Llama-family model with LoRA / HiRA / ABBA (or fully) from a TOML config; resumable.
+    /// Fine-tune a Llama-family model with any adapter (or fully) from a TOML config, or run the MNIST toy; resumable.
     Finetune(finetune_cmd::FinetuneArgs),
     /// Evaluate a model, optionally with an adapter: generation accuracy, exact match, loss, perplexity.
     Eval(eval_cmd::EvalArgs),
