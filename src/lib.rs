@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod process;
 pub mod report;
 pub mod rng;
+pub mod rows;
 pub mod stats;
 pub mod study;
 pub mod target;

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("process", 0),
     ("stats", 0),
     ("io", 1),
+    ("rows", 1),
     ("linalg", 1),
     ("adapter", 2),
     ("budget", 3),

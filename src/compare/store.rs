@@ -8,26 +8,16 @@ use std::path::{Path, PathBuf};
 use super::record::CellRecord;
 use crate::error::{AbbaError, Result};
 use crate::io::write_atomic;
+use crate::rows::{self, Schema, to_csv};
 
-fn to_csv(rows: &[CellRecord], header: bool) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(header)
-        .from_writer(Vec::new());
-    for row in rows {
-        w.serialize(row).expect("records serialise to CSV");
-    }
-    w.into_inner().expect("writing to memory cannot fail")
-}
+const SCHEMA: Schema = Schema {
+    format: "comparison results CSV",
+    doc: "docs/compare.md",
+};
 
 /// The header line, from [`CellRecord`]'s field names.
 pub fn header() -> Vec<u8> {
-    let mut bytes = to_csv(&[CellRecord::default()], true);
-    let end = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(bytes.len(), |i| i + 1);
-    bytes.truncate(end);
-    bytes
+    rows::header::<CellRecord>()
 }
 
 /// True when `path` starts with a comparison's header (so `abba merge` can tell it from a study's results).
@@ -36,41 +26,9 @@ pub fn is_comparison_file(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|b| b.starts_with(&head))
 }
 
-fn format_err(path: &Path, message: String) -> AbbaError {
-    AbbaError::Format {
-        path: path.display().to_string(),
-        format: "comparison results CSV",
-        message,
-    }
-}
-
 /// Every complete row of a results file (a missing file has none; a torn last line is not a row).
 pub fn read_records(path: &Path) -> Result<Vec<CellRecord>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(AbbaError::io(path, e)),
-    };
-    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-    if complete.is_empty() {
-        return Ok(Vec::new());
-    }
-    if !complete.as_bytes().starts_with(&header()) {
-        return Err(format_err(
-            path,
-            "its columns differ from this version's (docs/compare.md): write to a new directory"
-                .into(),
-        ));
-    }
-    csv::Reader::from_reader(complete.as_bytes())
-        .deserialize()
-        .map(|r| {
-            r.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                format_err(path, format!("line {line}: {e}"))
-            })
-        })
-        .collect()
+    rows::read(path, SCHEMA)
 }
 
 /// An append-only results file.
@@ -123,24 +81,12 @@ pub fn write_rows(path: &Path, rows: &[CellRecord]) -> Result<()> {
 /// Joins result files (the shards of one grid) into `out`, one row per cell (the first wins).
 /// Returns (rows written, duplicates dropped).
 pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<(usize, usize)> {
-    let mut seen = HashSet::new();
-    let mut rows = Vec::new();
-    let mut dropped = 0;
-    for input in inputs {
-        if !input.is_file() {
-            return Err(AbbaError::Io {
-                path: input.display().to_string(),
-                message: "no such file: name the shards' results-shard-*.csv".into(),
-            });
-        }
-        for r in read_records(input)? {
-            if seen.insert(r.cell_id.clone()) {
-                rows.push(r);
-            } else {
-                dropped += 1;
-            }
-        }
-    }
+    let (rows, dropped) = rows::merge(
+        inputs,
+        read_records,
+        |r| &r.cell_id,
+        ": name the shards' results-shard-*.csv",
+    )?;
     write_rows(out, &rows)?;
     Ok((rows.len(), dropped))
 }

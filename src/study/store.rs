@@ -6,31 +6,19 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use super::record::{CurvePoint, RunRecord, SpectrumPoint};
 use crate::error::{AbbaError, Result};
 use crate::io::write_atomic;
+use crate::rows::{self, Schema, to_csv};
 
-fn to_csv<S: Serialize>(rows: &[S], header: bool) -> Vec<u8> {
-    let mut w = csv::WriterBuilder::new()
-        .has_headers(header)
-        .from_writer(Vec::new());
-    for row in rows {
-        w.serialize(row).expect("records serialise to CSV");
-    }
-    w.into_inner().expect("writing to memory cannot fail")
-}
+const SCHEMA: Schema = Schema {
+    format: "results CSV",
+    doc: "docs/records.md",
+};
 
 /// The header line of `results.csv`: serde's field names of [`RunRecord`], in order.
 fn header() -> Vec<u8> {
-    let mut bytes = to_csv(&[RunRecord::default()], true);
-    let end = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(bytes.len(), |i| i + 1);
-    bytes.truncate(end);
-    bytes
+    rows::header::<RunRecord>()
 }
 
 /// Column names of `results.csv`, in order (from [`RunRecord`]'s fields).
@@ -42,49 +30,13 @@ pub fn header_fields() -> Vec<String> {
         .collect()
 }
 
-/// Reads every complete record of a results file (missing file = none).
+/// Reads every complete record of a results file (missing file = none; a torn last line is not a record).
 pub fn read_records(path: &Path) -> Result<Vec<RunRecord>> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(AbbaError::io(path, e)),
-    };
-    // A torn last line (no newline) is an interrupted append: not a record.
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(complete.as_bytes());
-    let fields: Vec<String> = reader
-        .headers()
-        .map_err(|e| csv_err(path, e))?
-        .iter()
-        .map(String::from)
-        .collect();
-    if !fields.is_empty() && fields != header_fields() {
-        return Err(AbbaError::Format {
-            path: path.display().to_string(),
-            format: "results CSV",
-            message: "its columns differ from this version's schema (docs/records.md): write to a new directory".into(),
-        });
-    }
-    reader
-        .deserialize()
-        .map(|r| r.map_err(|e| csv_err(path, e)))
-        .collect()
+    rows::read(path, SCHEMA)
 }
 
 fn csv_err(path: &Path, e: csv::Error) -> AbbaError {
-    let line = e
-        .position()
-        .map_or(String::new(), |p| format!("line {}: ", p.line()));
-    AbbaError::Format {
-        path: path.display().to_string(),
-        format: "results CSV",
-        message: format!("{line}{e}"),
-    }
+    SCHEMA.csv_error(path, e)
 }
 
 /// An append-only results file and its per-run artifacts directory.
@@ -177,24 +129,7 @@ fn read_rows<D: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<D>> {
 /// Joins result files (e.g. the shards of one study) into `out`, one row per run id; the first occurrence wins.
 /// Returns (rows written, duplicates dropped).
 pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<(usize, usize)> {
-    let mut seen = HashSet::new();
-    let mut rows = Vec::new();
-    let mut dropped = 0;
-    for input in inputs {
-        if !input.exists() {
-            return Err(AbbaError::Io {
-                path: input.display().to_string(),
-                message: "no such file".into(),
-            });
-        }
-        for r in read_records(input)? {
-            if seen.insert(r.run_id.clone()) {
-                rows.push(r)
-            } else {
-                dropped += 1
-            }
-        }
-    }
+    let (rows, dropped) = rows::merge(inputs, read_records, |r| &r.run_id, "")?;
     let mut bytes = header();
     bytes.extend(to_csv(&rows, false));
     write_atomic(out, &bytes)?;
