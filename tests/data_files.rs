@@ -125,6 +125,9 @@ fn gsm8k_lines_have_a_question_and_an_answer() {
     for (rel, count) in [
         ("gsm8k/train.jsonl.gz", 7473),
         ("gsm8k/test.jsonl.gz", 1319),
+        ("gsm8k/short/train.jsonl.gz", 1555),
+        ("gsm8k/short/validation.jsonl.gz", 200),
+        ("gsm8k/short/test.jsonl.gz", 285),
     ] {
         let text = String::from_utf8(gunzip(rel)).unwrap();
         let mut n = 0;
@@ -139,6 +142,40 @@ fn gsm8k_lines_have_a_question_and_an_answer() {
         }
         assert_eq!(n, count, "{rel}");
     }
+}
+
+/// The comparison splits (scripts/make-gsm8k-short.py): the problems of at most 360 characters, validation the
+/// last 200 of GSM8K's train file, train the others, test the first 300 (or all) of GSM8K's test file.
+#[test]
+fn gsm8k_short_splits_are_the_short_problems_of_their_source_files() {
+    let rows = |rel: &str| -> Vec<(String, String)> {
+        String::from_utf8(gunzip(rel))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["question"].as_str().unwrap().into(),
+                    v["answer"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let short = |rel: &str| -> Vec<(String, String)> {
+        rows(rel)
+            .into_iter()
+            .filter(|(q, a)| q.chars().count() + a.chars().count() <= 360)
+            .collect()
+    };
+    let train = short("gsm8k/train.jsonl.gz");
+    let (train_part, validation_part) = train.split_at(train.len() - 200);
+    assert_eq!(rows("gsm8k/short/train.jsonl.gz"), train_part);
+    assert_eq!(rows("gsm8k/short/validation.jsonl.gz"), validation_part);
+    let test = short("gsm8k/test.jsonl.gz");
+    assert_eq!(
+        rows("gsm8k/short/test.jsonl.gz"),
+        test[..test.len().min(300)]
+    );
 }
 
 #[test]

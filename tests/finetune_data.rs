@@ -10,13 +10,14 @@ use abba::AbbaError;
 use abba::finetune::arith::{arithmetic_problems, write_jsonl};
 use abba::finetune::data::{
     ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT, Batcher, Encoded, Example, FieldNames,
-    alpaca_prompt, collate, encode_example, lm_windows, read_jsonl,
+    PromptStyle, alpaca_prompt, collate, encode_example, lm_windows, read_jsonl,
 };
 use abba::finetune::job::data_prep::prepare;
 use abba::finetune::job::spec::DataSection;
 use abba::finetune::scoring::{
     exact_match, is_correct, last_number, numbers_match, reference_answer,
 };
+use abba::finetune::synthetic::{Split, SyntheticTask, synthetic_problems};
 use abba::finetune::tokenizer::{SpecialIds, TextTokenizer};
 use common::shipped_data;
 
@@ -294,7 +295,7 @@ fn encode_example_masks_exactly_the_prompt() {
     let tok = TextTokenizer::bytes();
     let e = ex("What is 2+3?", None, "2 + 3 = 5\n#### 5");
     let prompt = alpaca_prompt(&e);
-    let enc = encode_example(&tok, &e, &byte_special(), 10_000).unwrap();
+    let enc = encode_example(&tok, &e, &byte_special(), PromptStyle::Alpaca, 10_000).unwrap();
     let mut want_ids = vec![256u32];
     want_ids.extend(prompt.bytes().map(u32::from));
     want_ids.extend(e.output.bytes().map(u32::from));
@@ -308,22 +309,98 @@ fn encode_example_masks_exactly_the_prompt() {
     assert_eq!(enc.trainable_tokens(), e.output.len() + 1);
 
     // Truncation keeps the prefix.
-    let cut = encode_example(&tok, &e, &byte_special(), n0 + 3).unwrap();
+    let cut = encode_example(&tok, &e, &byte_special(), PromptStyle::Alpaca, n0 + 3).unwrap();
     assert_eq!(cut.ids, want_ids[..n0 + 3]);
     assert_eq!(cut.loss_mask, enc.loss_mask[..n0 + 3]);
     // A response cut away entirely gives an all-zero mask, not an error.
-    let gone = encode_example(&tok, &e, &byte_special(), 20).unwrap();
+    let gone = encode_example(&tok, &e, &byte_special(), PromptStyle::Alpaca, 20).unwrap();
     assert_eq!(gone.ids.len(), 20);
     assert_eq!(gone.trainable_tokens(), 0);
-    assert!(encode_example(&tok, &e, &byte_special(), 1).is_err());
+    assert!(encode_example(&tok, &e, &byte_special(), PromptStyle::Alpaca, 1).is_err());
 
     // Without BOS the prompt starts at 0.
     let nobos = SpecialIds {
         bos: None,
         ..byte_special()
     };
-    let enc2 = encode_example(&tok, &e, &nobos, 10_000).unwrap();
+    let enc2 = encode_example(&tok, &e, &nobos, PromptStyle::Alpaca, 10_000).unwrap();
     assert_eq!(enc2.ids, want_ids[1..]);
+}
+
+#[test]
+fn the_plain_prompt_is_the_instruction_and_a_newline_and_only_it_is_masked() {
+    let tok = TextTokenizer::bytes();
+    let e = ex("347+582=", None, "929");
+    assert_eq!(PromptStyle::Plain.render(&e), "347+582=\n");
+    assert_eq!(
+        PromptStyle::Plain.render(&ex("Sort:", Some("3 1 2"), "1 2 3")),
+        "Sort:\n3 1 2\n"
+    );
+    let enc = encode_example(&tok, &e, &byte_special(), PromptStyle::Plain, 100).unwrap();
+    let want: Vec<u32> = std::iter::once(256)
+        .chain(b"347+582=\n929".iter().map(|&b| b as u32))
+        .chain(std::iter::once(257))
+        .collect();
+    assert_eq!(enc.ids, want);
+    // BOS and the 9 prompt bytes are masked; the 3 answer bytes and EOS are trained.
+    assert_eq!(enc.loss_mask, [vec![0.0; 10], vec![1.0; 4]].concat());
+    assert_eq!("plain".parse::<PromptStyle>().unwrap(), PromptStyle::Plain);
+    assert!("chat".parse::<PromptStyle>().is_err());
+}
+
+#[test]
+fn addition_problems_are_right_seeded_and_their_splits_share_no_pair() {
+    let draw =
+        |n, seed, split| synthetic_problems(SyntheticTask::Addition, 2, n, seed, split).unwrap();
+    let pairs = |v: &[Example]| -> std::collections::HashSet<(u64, u64)> {
+        v.iter()
+            .map(|e| {
+                let (a, b) = e.instruction.trim_end_matches('=').split_once('+').unwrap();
+                let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+                assert!(a < 100 && b < 100, "{}", e.instruction);
+                assert_eq!(e.output, (a + b).to_string(), "{}", e.instruction);
+                (a, b)
+            })
+            .collect()
+    };
+    let train = draw(3000, 7, Split::Train);
+    assert_eq!(train, draw(3000, 7, Split::Train));
+    assert_ne!(train, draw(3000, 8, Split::Train));
+    let (validation, test) = (draw(400, 7, Split::Validation), draw(400, 7, Split::Test));
+    let (tr, va, te) = (pairs(&train), pairs(&validation), pairs(&test));
+    assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te));
+    // Digits out of range are refused in one line.
+    let err = synthetic_problems(SyntheticTask::Addition, 0, 1, 0, Split::Train).unwrap_err();
+    assert!(err.to_string().contains("size = 0"), "{err}");
+}
+
+#[test]
+fn reversal_problems_are_right_seeded_and_their_splits_share_no_word() {
+    let draw = |n, split| synthetic_problems(SyntheticTask::Reverse, 5, n, 3, split).unwrap();
+    let words = |v: &[Example]| -> std::collections::HashSet<String> {
+        v.iter()
+            .map(|e| {
+                let w = e.instruction.strip_suffix('=').unwrap();
+                assert!(
+                    (3..=5).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase()),
+                    "{w}"
+                );
+                assert_eq!(e.output, w.chars().rev().collect::<String>());
+                w.to_string()
+            })
+            .collect()
+    };
+    let train = draw(2000, Split::Train);
+    assert_eq!(train, draw(2000, Split::Train));
+    let (tr, va, te) = (
+        words(&train),
+        words(&draw(300, Split::Validation)),
+        words(&draw(300, Split::Test)),
+    );
+    assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te));
+    let lengths: std::collections::HashSet<usize> = tr.iter().map(String::len).collect();
+    assert_eq!(lengths.len(), 3, "every length from 3 to 5 is drawn");
+    assert!(synthetic_problems(SyntheticTask::Reverse, 2, 1, 0, Split::Train).is_err());
 }
 
 #[test]

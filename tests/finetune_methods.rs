@@ -16,7 +16,7 @@ use abba::finetune::adapters::inject;
 use abba::finetune::adapters::peft::AdapterSet;
 use abba::finetune::arith::arithmetic_problems;
 use abba::finetune::bridge::{from_array, to_array};
-use abba::finetune::data::{Encoded, encode_example};
+use abba::finetune::data::{Encoded, PromptStyle, encode_example};
 use abba::finetune::layers::{AdaptedLinear, AdapterWeights, ForwardCtx};
 use abba::finetune::model::{Checkpoint, Llama};
 use abba::finetune::tokenizer::{SpecialIds, TextTokenizer};
@@ -134,7 +134,7 @@ fn data(n: usize) -> (Vec<Encoded>, u32) {
     let special = SpecialIds::resolve(&tok, Some(1), Some(2)).unwrap();
     let enc = arithmetic_problems(n, 3)
         .iter()
-        .map(|e| encode_example(&tok, e, &special, 200).unwrap())
+        .map(|e| encode_example(&tok, e, &special, PromptStyle::Alpaca, 200).unwrap())
         .collect();
     (enc, special.pad)
 }

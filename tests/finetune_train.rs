@@ -15,7 +15,7 @@ use abba::finetune::adapters::export::{LoraRank, to_loha, to_lora};
 use abba::finetune::adapters::peft::AdapterSet;
 use abba::finetune::adapters::{AdapterConfig, inject};
 use abba::finetune::arith::arithmetic_problems;
-use abba::finetune::data::{Encoded, encode_example};
+use abba::finetune::data::{Encoded, PromptStyle, encode_example};
 use abba::finetune::layers::{AdapterWeights, ForwardCtx};
 use abba::finetune::model::{Checkpoint, Llama};
 use abba::finetune::tokenizer::{SpecialIds, TextTokenizer};
@@ -53,7 +53,7 @@ fn data(n: usize) -> (Vec<Encoded>, u32) {
     let special = SpecialIds::resolve(&tok, Some(1), Some(2)).unwrap();
     let enc = arithmetic_problems(n, 3)
         .iter()
-        .map(|e| encode_example(&tok, e, &special, 200).unwrap())
+        .map(|e| encode_example(&tok, e, &special, PromptStyle::Alpaca, 200).unwrap())
         .collect();
     (enc, special.pad)
 }

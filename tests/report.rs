@@ -252,7 +252,14 @@ fn spectra_render_with_zero_tails() {
         ("lora r=32".to_string(), lora),
         ("abba 16+16".to_string(), abba),
     ];
-    plot_spectra("orthogonal-like, 256 singular values", &target, &fits, &png).unwrap();
+    plot_spectra(
+        "orthogonal-like, 256 singular values",
+        &target,
+        &fits,
+        Some((1e-9, "round-off floor")),
+        &png,
+    )
+    .unwrap();
     assert_eq!(png_size(&png), (1000, 700));
     assert_no_temp_files(&dir);
     finish(&dir);

@@ -19,9 +19,9 @@ fn every_shipped_experiment_loads() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let result = if text.contains("task = \"mnist-toy\"") {
             abba::finetune::toy::load_spec(&path).map(|_| ())
-        } else if name.starts_with("compare-") {
+        } else if name.starts_with("compare-") && text.contains("[[methods]]") {
             abba::compare::CompareSpec::load(&path).map(|_| ())
-        } else if name.starts_with("finetune-") {
+        } else if name.starts_with("finetune-") || text.contains("\n[output]") {
             FinetuneSpec::load(&path).map(|_| ())
         } else {
             StudySpec::load(&path).map(|_| ())

@@ -84,6 +84,8 @@ fn safetensors_tensor_loads_by_name_and_unknown_names_list_the_valid_ones() {
     let spec = TargetSpec::Safetensors {
         path: path.clone(),
         tensor: "encoder.layer.0.intermediate.dense.weight".into(),
+        w0: None,
+        label: None,
     };
     let w = spec.build((0, 0), 0, None).unwrap();
     assert_eq!(w.dim(), (1536, 384));
@@ -103,6 +105,8 @@ fn safetensors_tensor_loads_by_name_and_unknown_names_list_the_valid_ones() {
     let err = TargetSpec::Safetensors {
         path,
         tensor: "encoder.layer.9.nope".into(),
+        w0: None,
+        label: None,
     }
     .build((0, 0), 0, None)
     .unwrap_err();
@@ -125,7 +129,9 @@ fn grey_png_loads_as_a_matrix_in_unit_range() {
     let path = scratch("png").join("g.png");
     let img = image::GrayImage::from_fn(7, 5, |x, y| image::Luma([(x * 30 + y) as u8]));
     img.save(&path).unwrap();
-    let m = TargetSpec::Image { path }.build((0, 0), 0, None).unwrap();
+    let m = TargetSpec::Image { path, label: None }
+        .build((0, 0), 0, None)
+        .unwrap();
     assert_eq!(m.dim(), (5, 7));
     assert_eq!(m[(2, 3)], (3.0 * 30.0 + 2.0) / 255.0);
 }
@@ -137,29 +143,42 @@ fn npy_reads_float32_float64_and_fortran_order_and_rejects_bad_files() {
     let f4: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let c_path = dir.join("c.npy");
     std::fs::write(&c_path, npy_bytes("<f4", false, (2, 3), &f4)).unwrap();
-    let c = TargetSpec::Npy { path: c_path }
-        .build((0, 0), 0, None)
-        .unwrap();
+    let c = TargetSpec::Npy {
+        path: c_path,
+        label: None,
+    }
+    .build((0, 0), 0, None)
+    .unwrap();
     assert_eq!(c, ndarray::arr2(&[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]));
     let f_path = dir.join("f.npy");
     let f8: Vec<u8> = (0..6).flat_map(|i| (i as f64).to_le_bytes()).collect();
     std::fs::write(&f_path, npy_bytes("<f8", true, (2, 3), &f8)).unwrap();
-    let f = TargetSpec::Npy { path: f_path }
-        .build((0, 0), 0, None)
-        .unwrap();
+    let f = TargetSpec::Npy {
+        path: f_path,
+        label: None,
+    }
+    .build((0, 0), 0, None)
+    .unwrap();
     assert_eq!(f, ndarray::arr2(&[[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]]));
     let bad = dir.join("bad.npy");
     std::fs::write(&bad, npy_bytes("<i8", false, (2, 3), &f8)).unwrap();
     assert!(
-        TargetSpec::Npy { path: bad.clone() }
-            .build((0, 0), 0, None)
-            .unwrap_err()
-            .to_string()
-            .contains("float32")
+        TargetSpec::Npy {
+            path: bad.clone(),
+            label: None
+        }
+        .build((0, 0), 0, None)
+        .unwrap_err()
+        .to_string()
+        .contains("float32")
     );
     std::fs::write(&bad, b"not numpy").unwrap();
     assert!(matches!(
-        TargetSpec::Npy { path: bad }.build((0, 0), 0, None),
+        TargetSpec::Npy {
+            path: bad,
+            label: None
+        }
+        .build((0, 0), 0, None),
         Err(AbbaError::Format { .. })
     ));
 }

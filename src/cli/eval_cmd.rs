@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use abba::finetune::adapters::peft::AdapterSet;
-use abba::finetune::data::{FieldNames, encode_example, read_jsonl};
+use abba::finetune::data::{FieldNames, PromptStyle, encode_example, read_jsonl};
 use abba::finetune::device::DeviceChoice;
 use abba::finetune::eval::{EvalOptions, evaluate};
 use abba::finetune::job::model_io::{load_model, load_tokenizer};
@@ -41,6 +41,9 @@ pub struct EvalArgs {
     /// Truncation length for the loss.
     #[arg(long, default_value_t = 512)]
     pub max_len: usize,
+    /// The prompt the model was trained with: alpaca (the paper's template) or plain (the instruction and a newline).
+    #[arg(long, default_value = "alpaca")]
+    pub prompt: PromptStyle,
     /// auto (the model's tokenizer.json), bytes, or a tokenizer.json path.
     #[arg(long, default_value = "auto")]
     pub tokenizer: String,
@@ -72,7 +75,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let examples = read_jsonl(&args.data, &args.fields)?;
     let encoded = examples
         .iter()
-        .map(|e| encode_example(&tok, e, &special, args.max_len))
+        .map(|e| encode_example(&tok, e, &special, args.prompt, args.max_len))
         .collect::<abba::error::Result<Vec<_>>>()?;
     let n = args.n.min(examples.len());
     let bar = if n > 0 && std::io::stderr().is_terminal() {
@@ -97,6 +100,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             max_new_tokens: args.max_new_tokens,
             generate_batch: args.batch_size,
             samples: args.samples.as_deref(),
+            prompt: args.prompt,
         },
         |i| bar.set_position(i as u64),
     )?;

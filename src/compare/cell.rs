@@ -15,15 +15,12 @@ use super::toy_cell::{ToyCellReport, run_toy_cell};
 use crate::error::{AbbaError, Result};
 use crate::finetune::CANDLE_VERSION;
 use crate::finetune::adapters::config::AdapterSection;
-use crate::finetune::arith::arithmetic_problems;
-use crate::finetune::data::{Example, encode_example, read_jsonl};
+use crate::finetune::data::{Example, PromptStyle, encode_example, read_jsonl};
 use crate::finetune::eval::{EvalOptions, evaluate};
 use crate::finetune::job::report::FinetuneReport;
 use crate::finetune::job::spec::{DataSection, ModelSection, OutputSection, SyntheticSection};
 use crate::finetune::job::{FinetuneSpec, RunOptions, Trained, run_finetune_then};
-
-/// The test split's stream of the arithmetic generator (train and validation use the job's own two).
-const TEST_STREAM: u64 = 0x7e57_5eed;
+use crate::finetune::synthetic::{Split, synthetic_problems};
 
 /// What every cell of a grid shares, resolved once.
 pub struct GridContext {
@@ -75,15 +72,19 @@ impl GridContext {
                     fields: d.fields.clone(),
                     text: None,
                     eval_fraction: 0.0,
+                    documents: Default::default(),
                     synthetic: Some(SyntheticSection {
                         train: s.train,
                         eval: s.validation,
                         seed: s.seed,
+                        task: s.task,
+                        size: s.size,
                     }),
                     max_len: d.max_len,
                     limit: d.limit,
+                    prompt: d.prompt,
                 },
-                arithmetic_problems(s.test, s.seed.wrapping_add(TEST_STREAM)),
+                synthetic_problems(s.task, s.size, s.test, s.seed, Split::Test)?,
             ),
             None => {
                 let test_path = d.test.as_ref().expect("validated: three files");
@@ -94,9 +95,11 @@ impl GridContext {
                         fields: d.fields.clone(),
                         text: None,
                         eval_fraction: 0.0,
+                        documents: Default::default(),
                         synthetic: None,
                         max_len: d.max_len,
                         limit: d.limit,
+                        prompt: d.prompt,
                     },
                     read_jsonl(test_path, &d.fields)?,
                 )
@@ -131,7 +134,7 @@ pub fn job_spec(spec: &CompareSpec, cell: &Cell, ctx: &GridContext) -> Result<Fi
     };
     let entry = cell.entry(spec);
     let id = cell.id(spec);
-    let mut train = spec.train.clone();
+    let mut train = entry.train_config(&spec.train);
     train.lr = cell.lr;
     Ok(FinetuneSpec {
         task: None,
@@ -268,7 +271,15 @@ fn read_test(path: &Path) -> Result<TestScores> {
 fn score_test(trained: &Trained<'_>, test: &[Example], spec: &CompareSpec) -> Result<TestScores> {
     let encoded = test
         .iter()
-        .map(|e| encode_example(trained.tokenizer, e, trained.special, trained_max_len(spec)))
+        .map(|e| {
+            encode_example(
+                trained.tokenizer,
+                e,
+                trained.special,
+                prompt_style(spec),
+                trained_max_len(spec),
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     let generate = if trained.diverged {
         0
@@ -287,6 +298,7 @@ fn score_test(trained: &Trained<'_>, test: &[Example], spec: &CompareSpec) -> Re
             max_new_tokens: spec.eval.max_new_tokens,
             generate_batch: spec.eval.generate_batch_size,
             samples: Some(&trained.out_dir.join("test_samples.jsonl")),
+            prompt: prompt_style(spec),
         },
         |_| {},
     )?;
@@ -338,6 +350,12 @@ fn fill(record: &mut CellRecord, metric: Metric, report: &FinetuneReport, test: 
     } else {
         CellStatus::Diverged
     };
+}
+
+fn prompt_style(spec: &CompareSpec) -> PromptStyle {
+    spec.data
+        .as_ref()
+        .map_or_else(PromptStyle::default, |d| d.prompt)
 }
 
 fn trained_max_len(spec: &CompareSpec) -> usize {

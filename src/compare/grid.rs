@@ -24,7 +24,7 @@ struct Identity<'a> {
     budget: Option<usize>,
     lr: f64,
     seed: u64,
-    train: &'a crate::finetune::train::TrainConfig,
+    train: crate::finetune::train::TrainConfig,
     dropout: f32,
     targets: &'a Option<Vec<String>>,
     model: String,
@@ -47,7 +47,7 @@ impl Cell {
             budget: self.budget,
             lr: self.lr,
             seed: self.seed,
-            train: &spec.train,
+            train: entry.train_config(&spec.train),
             dropout: spec.adapter.dropout,
             targets: &spec.adapter.target_modules,
             model: spec

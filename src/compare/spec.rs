@@ -8,11 +8,12 @@ use serde::{Deserialize, Deserializer};
 
 use crate::adapter::section::MethodSection;
 use crate::error::{AbbaError, Result};
-use crate::finetune::data::FieldNames;
+use crate::finetune::data::{FieldNames, PromptStyle};
 use crate::finetune::job::FinetuneSpec;
 use crate::finetune::job::spec::EvalSection;
 use crate::finetune::model::LlamaShape;
-use crate::finetune::train::TrainConfig;
+use crate::finetune::synthetic::SyntheticTask;
+use crate::finetune::train::{OptimizerKind, TrainConfig};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +126,9 @@ pub struct DataSpec {
     pub max_len: usize,
     /// Use at most this many training examples.
     pub limit: Option<usize>,
+    /// `alpaca` (the default) or `plain`: the instruction and a newline, for small models.
+    #[serde(default)]
+    pub prompt: PromptStyle,
 }
 
 fn max_len() -> usize {
@@ -139,6 +143,16 @@ pub struct SyntheticSplits {
     pub test: usize,
     #[serde(default)]
     pub seed: u64,
+    /// `word-problems` (the default), `addition` (`size` digits per addend) or `reverse` (words of 3 to `size`
+    /// letters).
+    #[serde(default)]
+    pub task: SyntheticTask,
+    #[serde(default = "size")]
+    pub size: usize,
+}
+
+fn size() -> usize {
+    3
 }
 
 /// The layer settings shared by every adapter (`[adapter]` minus the method).
@@ -157,11 +171,22 @@ pub struct MethodEntry {
     pub label: String,
     pub method: MethodSection,
     pub lrs: Vec<f64>,
+    /// This method's optimizer, in place of `[train] optimizer` (e.g. LoRA-Pro beside plain LoRA).
+    pub optimizer: Option<OptimizerKind>,
 }
 
 impl MethodEntry {
     pub fn is_full(&self) -> bool {
         self.method.method == "full"
+    }
+
+    /// The shared training settings with this method's optimizer (the lr still comes from the grid).
+    pub fn train_config(&self, shared: &TrainConfig) -> TrainConfig {
+        let mut train = shared.clone();
+        if let Some(o) = self.optimizer {
+            train.optimizer = o;
+        }
+        train
     }
 }
 
@@ -169,6 +194,7 @@ impl MethodEntry {
 struct EntryKeys {
     label: Option<String>,
     lrs: Vec<f64>,
+    optimizer: Option<OptimizerKind>,
     #[serde(flatten)]
     method: toml::Table,
 }
@@ -182,6 +208,7 @@ impl<'de> Deserialize<'de> for MethodEntry {
             label: keys.label.unwrap_or_else(|| method.method.clone()),
             method,
             lrs: keys.lrs,
+            optimizer: keys.optimizer,
         })
     }
 }
@@ -242,14 +269,12 @@ impl CompareSpec {
         self.validate_model()?;
         self.validate_data()?;
         self.train.validate()?;
-        if self.train.optimizer == crate::finetune::train::OptimizerKind::LoraPro
-            && let Some(m) = self
-                .methods
-                .iter()
-                .find(|m| !matches!(m.method.method.as_str(), "lora" | "rslora"))
-        {
+        if let Some(m) = self.methods.iter().find(|m| {
+            m.train_config(&self.train).optimizer == OptimizerKind::LoraPro
+                && !matches!(m.method.method.as_str(), "lora" | "rslora")
+        }) {
             return bad(format!(
-                "[train] optimizer = \"lora-pro\" adjusts LoRA's gradients, but method '{}' is {}: compare LoRA-Pro with LoRA methods only, or use optimizer = \"adamw\"",
+                "optimizer = \"lora-pro\" adjusts LoRA's gradients, but method '{}' is {}: give lora-pro only to lora or rslora entries (optimizer = \"lora-pro\" in that [[methods]] table), or use \"adamw\"",
                 m.label, m.method.method
             ));
         }
@@ -357,6 +382,12 @@ impl CompareSpec {
     }
 
     fn validate_toy(&self, toy: &Path) -> Result<()> {
+        if let Some(m) = self.methods.iter().find(|m| m.optimizer.is_some()) {
+            return bad(format!(
+                "method '{}' sets optimizer, but the MNIST toy trains every method with AdamW: remove optimizer (it applies to LLM tasks)",
+                m.label
+            ));
+        }
         if self.model.is_some() || self.data.is_some() {
             return bad(
                 "the spec names a toy and [model]/[data]: a comparison is either the MNIST toy or an LLM task, remove one"
@@ -407,6 +438,7 @@ impl CompareSpec {
         let n_files = files.iter().filter(|f| f.is_some()).count();
         match (&d.synthetic, n_files) {
             (Some(s), 0) => {
+                crate::finetune::synthetic::validate(s.task, s.size)?;
                 if s.train == 0 || s.validation == 0 || s.test == 0 {
                     return bad(format!(
                         "[data.synthetic] has train = {}, validation = {}, test = {}: each split needs at least 1 \

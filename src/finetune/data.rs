@@ -280,6 +280,43 @@ pub fn alpaca_prompt(ex: &Example) -> String {
     }
 }
 
+/// How an example becomes a prompt: the Alpaca template the ABBA paper uses, or the bare instruction (and input),
+/// each followed by a newline — for small models, where ~180 bytes of boilerplate per example cost more than the task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptStyle {
+    #[default]
+    Alpaca,
+    Plain,
+}
+
+impl PromptStyle {
+    pub fn render(self, ex: &Example) -> String {
+        match self {
+            PromptStyle::Alpaca => alpaca_prompt(ex),
+            PromptStyle::Plain => match ex.input.as_deref().filter(|s| !s.is_empty()) {
+                Some(input) => format!("{}\n{input}\n", ex.instruction),
+                None => format!("{}\n", ex.instruction),
+            },
+        }
+    }
+}
+
+impl FromStr for PromptStyle {
+    type Err = AbbaError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "alpaca" => Ok(PromptStyle::Alpaca),
+            "plain" => Ok(PromptStyle::Plain),
+            other => Err(AbbaError::UnknownName {
+                what: "prompt style",
+                name: other.into(),
+                valid: vec!["alpaca".into(), "plain".into()],
+            }),
+        }
+    }
+}
+
 /// A tokenised example. `loss_mask[i]` is 1.0 where token `i` is a response token or the final EOS: the loss
 /// trains only on what the model should produce, as Stanford Alpaca and the ABBA paper do.
 #[derive(Clone, Debug, PartialEq)]
@@ -296,7 +333,7 @@ impl Encoded {
     }
 }
 
-/// Tokenises `[bos] + prompt + response + eos` and masks the prompt.
+/// Tokenises `[bos] + prompt + response + eos` (the prompt in `style`) and masks the prompt.
 ///
 /// Prompt and prompt+response are tokenised as Stanford Alpaca does (the first `len(prompt ids)` tokens of the
 /// joint encoding are masked), so merges across the boundary match the reference. Longer sequences are cut to
@@ -306,6 +343,7 @@ pub fn encode_example(
     tok: &TextTokenizer,
     ex: &Example,
     special: &SpecialIds,
+    style: PromptStyle,
     max_len: usize,
 ) -> Result<Encoded> {
     if max_len < 2 {
@@ -313,7 +351,7 @@ pub fn encode_example(
             "max_len {max_len} leaves nothing to predict: use a max_len of at least 2"
         )));
     }
-    let prompt = alpaca_prompt(ex);
+    let prompt = style.render(ex);
     let n_prompt = tok.encode(&prompt)?.len();
     let full = tok.encode(&format!("{prompt}{}", ex.output))?;
     let n_prompt = n_prompt.min(full.len());

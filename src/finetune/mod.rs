@@ -22,6 +22,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod scoring;
+pub mod synthetic;
 pub mod tokenizer;
 pub mod toy;
 pub mod train;

@@ -4,6 +4,7 @@
 //! Every function returns `anyhow::Result`: a figure fails for I/O or font reasons the caller can only report.
 
 mod convergence;
+pub mod delta_summary;
 mod fig2;
 mod fonts;
 pub mod intervals;
@@ -22,7 +23,7 @@ use anyhow::Context;
 pub use convergence::plot_convergence;
 pub use fig2::plot_fig2;
 pub use paper::{PaperPoint, fig2_paper_values, paper_value};
-pub use spectra::plot_spectra;
+pub use spectra::{plot_spectra, round_off_floor};
 pub use study_report::write_study_reports;
 
 /// Draws an image through `draw` and moves it into place whole ([`crate::io::write_atomic_with`]): a crash or a

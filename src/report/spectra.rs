@@ -22,12 +22,14 @@ const SIZE: (u32, u32) = (1000, 700);
 const FLOOR: f64 = 1e-12;
 
 /// Plots singular value against its 1-based index, log y, to `out_png` (1000×700): the target as a thick black
-/// line, each labelled fit in colour. Values below 1e-12 (and non-finite ones) are drawn at 1e-12. Fails if there
-/// is nothing to draw.
+/// line, each labelled fit in colour. Values below 1e-12 (and non-finite ones) are drawn at 1e-12. `noise_floor`
+/// (value, label) draws a dashed line below which singular values are round-off, not spectrum (see
+/// [`round_off_floor`]). Fails if there is nothing to draw.
 pub fn plot_spectra(
     title: &str,
     target: &[f64],
     fits: &[(String, Vec<f64>)],
+    noise_floor: Option<(f64, &str)>,
     out_png: &Path,
 ) -> Result<()> {
     fonts::ensure_registered()?;
@@ -54,7 +56,8 @@ pub fn plot_spectra(
         target
             .iter()
             .chain(fits.iter().flat_map(|(_, s)| s.iter()))
-            .copied(),
+            .copied()
+            .chain(noise_floor.map(|f| f.0.max(FLOOR))),
     ) else {
         bail!("{title}: no singular values to plot");
     };
@@ -64,10 +67,18 @@ pub fn plot_spectra(
             title,
             &target,
             &fits,
+            noise_floor.filter(|f| f.0.is_finite() && f.0 > 0.0),
             n,
             y,
         )
     })
+}
+
+/// The level below which the singular values of an m×n matrix with largest singular value `sigma_max`, held or
+/// computed with unit round-off `epsilon`, are indistinguishable from rounding: max(m, n)·ε·σ_max, the usual
+/// numerical-rank tolerance.
+pub fn round_off_floor(sigma_max: f64, rows: usize, cols: usize, epsilon: f64) -> f64 {
+    rows.max(cols) as f64 * epsilon * sigma_max
 }
 
 fn render<DB: DrawingBackend>(
@@ -75,6 +86,7 @@ fn render<DB: DrawingBackend>(
     title: &str,
     target: &[f64],
     fits: &[(&str, Vec<f64>)],
+    noise_floor: Option<(f64, &str)>,
     n: usize,
     y: (f64, f64),
 ) -> Result<()>
@@ -120,6 +132,7 @@ where
     }
     let mut labels = vec!["target"];
     labels.extend(fits.iter().map(|(label, _)| *label));
+    labels.extend(noise_floor.map(|f| f.1));
     let position = legend_position(
         chart.plotting_area().dim_in_pixel(),
         legend_size(&labels)?,
@@ -144,6 +157,19 @@ where
             .draw_series(LineSeries::new(indexed(s), style))?
             .label(*label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+    }
+    if let Some((level, label)) = noise_floor {
+        let dashed = BLACK.mix(0.6).stroke_width(2);
+        let x_end = (n as f64) * 1.02 + 1.0;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, level), (x_end, level)],
+                8,
+                6,
+                dashed,
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], dashed));
     }
     draw_legend(&mut chart, position)?;
     root.present()?;

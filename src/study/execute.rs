@@ -50,10 +50,14 @@ impl TargetCache {
 
 fn prepare(c: &RunConfig) -> Result<PreparedTarget> {
     let shape = (c.rows, c.cols);
-    let w0 =
-        c.w0.as_ref()
-            .map(|spec| spec.build(shape, derive(c.seed, 2), None))
-            .transpose()?;
+    let w0 = match c.target.own_w0()? {
+        Some(w0) => Some(w0),
+        None => {
+            c.w0.as_ref()
+                .map(|spec| spec.build(shape, derive(c.seed, 2), None))
+                .transpose()?
+        }
+    };
     let t = c.target.build(shape, derive(c.seed, 1), w0.as_ref())?;
     let svd = svd_thin(t.view())?;
     let norm2 = frob2(t.view());

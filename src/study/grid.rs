@@ -65,12 +65,17 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
     let rules = spec.rules()?;
     let templates = spec.templates()?;
     let mut runs = Vec::new();
-    for target in &spec.targets {
+    for target in &spec.concrete_targets()? {
         // Loaded targets bring their own shape; budgets are resolved against it.
-        let shape = if target.is_loaded() {
-            target.build((0, 0), 0, None)?.dim()
+        let shape = match target.loaded_shape()? {
+            Some(shape) => shape,
+            None => spec.generated_shape()?,
+        };
+        // A target with its own base weight ignores the study's (and its id does not depend on it).
+        let w0 = if target.has_own_w0() {
+            None
         } else {
-            (spec.rows, spec.cols)
+            spec.w0.clone()
         };
         for &seed in &spec.seeds {
             let mut push = |method: Method,
@@ -86,7 +91,7 @@ pub fn expand(spec: &StudySpec) -> Result<Vec<RunConfig>> {
                             target: target.clone(),
                             rows: shape.0,
                             cols: shape.1,
-                            w0: spec.w0.clone(),
+                            w0: w0.clone(),
                             method: method.clone(),
                             rule: rule.clone(),
                             budget_rank,

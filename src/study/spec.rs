@@ -56,9 +56,11 @@ pub struct SolverEntry {
 #[serde(deny_unknown_fields)]
 pub struct StudySpec {
     pub name: String,
-    /// Shape of synthetic targets.
-    pub rows: usize,
-    pub cols: usize,
+    /// Shape of generated targets (loaded ones bring their own; needed only when some target is generated).
+    #[serde(default)]
+    pub rows: Option<usize>,
+    #[serde(default)]
+    pub cols: Option<usize>,
     pub targets: Vec<TargetSpec>,
     /// Method names (`"lora"`, `"abba"`, …) or tables spelled as a fine-tuning `[adapter]` without sizes
     /// (`{ method = "abba", scale = "paper", alpha = 16 }`); the budget sizes them.
@@ -138,15 +140,35 @@ impl StudySpec {
         self.abba_rules.iter().map(|r| r.parse()).collect()
     }
 
+    /// The shape of generated targets; an error naming the fix when some target is generated and rows or cols
+    /// is missing.
+    pub fn generated_shape(&self) -> Result<(usize, usize)> {
+        match (self.rows, self.cols) {
+            (Some(m), Some(n)) => Ok((m, n)),
+            _ => Err(AbbaError::InvalidArgument(
+                "generated targets (and a generated w0) take their shape from the study: set rows = … and cols = …"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The targets one by one: each `delta` glob expanded to the tensors it selects.
+    pub fn concrete_targets(&self) -> Result<Vec<TargetSpec>> {
+        let mut out = Vec::new();
+        for t in &self.targets {
+            out.extend(t.expand()?);
+        }
+        Ok(out)
+    }
+
     /// Refuses a shape whose matrices cannot fit in memory (target, W0, fit and residual: about
     /// [`MATRICES_PER_RUN`] f64 matrices of rows × cols per run), before anything is allocated or written.
-    fn check_memory(&self) -> Result<()> {
-        let needed = MATRICES_PER_RUN as u128 * 8 * self.rows as u128 * self.cols as u128;
+    fn check_memory(rows: usize, cols: usize) -> Result<()> {
+        let needed = MATRICES_PER_RUN as u128 * 8 * rows as u128 * cols as u128;
         match crate::process::available_memory_bytes() {
             Some(free) if needed > free as u128 => Err(AbbaError::InvalidArgument(format!(
-                "rows × cols = {} × {} needs about {} ({MATRICES_PER_RUN} f64 matrices per run) but {} is                  available: use smaller rows and cols",
-                self.rows,
-                self.cols,
+                "rows × cols = {rows} × {cols} needs about {} ({MATRICES_PER_RUN} f64 matrices per run) but {} is \
+                 available: use smaller rows and cols",
                 human_bytes(needed),
                 human_bytes(free as u128)
             ))),
@@ -186,7 +208,18 @@ impl StudySpec {
                 ));
             }
         }
-        self.check_memory()?;
+        let targets = self.concrete_targets()?;
+        let generated = targets.iter().any(|t| !t.is_loaded())
+            || self.w0.as_ref().is_some_and(|w| !w.is_loaded());
+        if generated {
+            let (m, n) = self.generated_shape()?;
+            Self::check_memory(m, n)?;
+        }
+        for t in &targets {
+            if let Some((m, n)) = t.loaded_shape()? {
+                Self::check_memory(m, n)?;
+            }
+        }
         self.rules()?;
         let templates = self.templates()?;
         for entry in &self.solvers {
@@ -228,8 +261,8 @@ impl StudySpec {
             || templates.iter().any(base_changing)
             || self.targets.iter().any(TargetSpec::needs_w0)
             || (self.init == FitInit::Paper && kinds.contains(&MethodKind::Abba));
-        if needs_w0 && self.w0.is_none() {
-            return bad("HiRA, DoRA, PiSSA, OLoRA, hira-structured targets and the paper init need a W0: add `w0 = { kind = \"gaussian\" }`".into());
+        if needs_w0 && self.w0.is_none() && !targets.iter().all(TargetSpec::has_own_w0) {
+            return bad("HiRA, DoRA, PiSSA, OLoRA, hira-structured targets and the paper init need a W0: add `w0 = { kind = \"gaussian\" }` (delta targets bring their base tensor; a safetensors target can name one with w0 = \"<tensor>\")".into());
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ fn f16_to_f32(bits: u16) -> f32 {
     }
 }
 
-fn decode_floats(path: &Path, dtype: Dtype, data: &[u8]) -> Result<Vec<f64>> {
+pub(super) fn decode_floats(path: &Path, dtype: Dtype, data: &[u8]) -> Result<Vec<f64>> {
     let chunks = |k: usize| data.chunks_exact(k);
     Ok(match dtype {
         Dtype::F64 => chunks(8)

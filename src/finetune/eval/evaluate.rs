@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use super::loss::mean_loss;
-use super::suite::{EvalReport, evaluate_generation};
+use super::suite::{EvalReport, GenerationSettings, evaluate_generation};
 use crate::error::{AbbaError, Result};
-use crate::finetune::data::{Encoded, Example, collate};
+use crate::finetune::data::{Encoded, Example, PromptStyle, collate};
 use crate::finetune::model::Llama;
 use crate::finetune::tokenizer::{SpecialIds, TextTokenizer};
 
@@ -23,6 +23,8 @@ pub struct EvalOptions<'a> {
     pub generate_batch: usize,
     /// Where to write each generated answer as JSONL.
     pub samples: Option<&'a Path>,
+    /// The prompt the examples were trained with.
+    pub prompt: PromptStyle,
 }
 
 /// Loss and perplexity (absent without held-out data), and the generation report (absent when nothing was
@@ -67,8 +69,11 @@ pub fn evaluate(
             tok,
             special,
             &examples[..n],
-            opts.max_new_tokens,
-            opts.generate_batch,
+            GenerationSettings {
+                prompt: opts.prompt,
+                max_new: opts.max_new_tokens,
+                batch_size: opts.generate_batch,
+            },
             on_generated,
         )?;
         if let Some(path) = opts.samples {

@@ -9,4 +9,4 @@ pub mod suite;
 pub use evaluate::{EvalOptions, Evaluation, evaluate};
 pub use generate::{greedy, greedy_batch};
 pub use loss::{masked_cross_entropy, mean_loss};
-pub use suite::{EvalReport, evaluate_generation};
+pub use suite::{EvalReport, GenerationSettings, evaluate_generation};

@@ -1,11 +1,11 @@
-//! Generation-based evaluation of instruction data: greedy answers to Alpaca prompts, scored GSM8K-style (the
+//! Generation-based evaluation of instruction data: greedy answers to prompts (Alpaca or plain), scored GSM8K-style (the
 //! last number of the output against the number after `####` in the reference) and by exact match.
 
 use serde::Serialize;
 
 use super::generate::greedy_batch;
 use crate::error::Result;
-use crate::finetune::data::{Example, alpaca_prompt};
+use crate::finetune::data::{Example, PromptStyle};
 use crate::finetune::model::Llama;
 use crate::finetune::scoring::{exact_match, is_correct, reference_answer};
 use crate::finetune::tokenizer::{SpecialIds, TextTokenizer};
@@ -28,6 +28,14 @@ pub struct EvalReport {
     pub samples: Vec<Sample>,
 }
 
+/// How examples are generated: their prompt, the most new tokens, and prompts per batch.
+#[derive(Clone, Copy, Debug)]
+pub struct GenerationSettings {
+    pub prompt: PromptStyle,
+    pub max_new: usize,
+    pub batch_size: usize,
+}
+
 /// Greedy-decodes up to `max_new` tokens for each example and scores it. A reference without `####` is scored
 /// by its own last number. Examples are generated `batch_size` at a time (at least 1), grouped by prompt length
 /// so that little padding is computed; the report keeps their order. `on_done` gets the number finished so far.
@@ -36,16 +44,20 @@ pub fn evaluate_generation(
     tok: &TextTokenizer,
     special: &SpecialIds,
     examples: &[Example],
-    max_new: usize,
-    batch_size: usize,
+    settings: GenerationSettings,
     mut on_done: impl FnMut(usize),
 ) -> Result<EvalReport> {
+    let GenerationSettings {
+        prompt: style,
+        max_new,
+        batch_size,
+    } = settings;
     let prompts = examples
         .iter()
         .map(|ex| {
             let mut prompt = Vec::new();
             prompt.extend(special.bos);
-            prompt.extend(tok.encode(&alpaca_prompt(ex))?);
+            prompt.extend(tok.encode(&style.render(ex))?);
             Ok(prompt)
         })
         .collect::<Result<Vec<_>>>()?;

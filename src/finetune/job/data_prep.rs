@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use super::spec::DataSection;
+use super::spec::{DataSection, TextDocuments};
 use crate::error::{AbbaError, Result};
-use crate::finetune::arith::arithmetic_problems;
 use crate::finetune::data::{Encoded, Example, encode_example, lm_windows, read_jsonl};
+use crate::finetune::synthetic::{Split, synthetic_problems};
 use crate::finetune::tokenizer::{SpecialIds, TextTokenizer};
 
 pub struct Prepared {
@@ -20,7 +20,11 @@ pub struct Prepared {
 pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) -> Result<Prepared> {
     if let Some(text_path) = &data.text {
         let text = read_text(text_path)?;
-        let mut windows = lm_windows(&tok.encode(&text)?, data.max_len.saturating_sub(1).max(1));
+        let ids = match data.documents {
+            TextDocuments::Stream => tok.encode(&text)?,
+            TextDocuments::Paragraphs => paragraph_stream(&text, tok, special)?,
+        };
+        let mut windows = lm_windows(&ids, data.max_len.saturating_sub(1).max(1));
         if windows.is_empty() {
             return Err(AbbaError::InvalidArgument(format!(
                 "{} is shorter than one window of max_len {} tokens",
@@ -42,10 +46,10 @@ pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) ->
         });
     }
     let (mut train_ex, eval_ex) = if let Some(syn) = &data.synthetic {
-        // Distinct seed streams for the two sets.
+        let draw = |n, split| synthetic_problems(syn.task, syn.size, n, syn.seed, split);
         (
-            arithmetic_problems(syn.train, syn.seed),
-            arithmetic_problems(syn.eval, syn.seed.wrapping_add(0x5eed)),
+            draw(syn.train, Split::Train)?,
+            draw(syn.eval, Split::Validation)?,
         )
     } else {
         let train_path = data
@@ -65,7 +69,7 @@ pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) ->
     let encode = |examples: &[Example]| -> Result<Vec<Encoded>> {
         examples
             .iter()
-            .map(|e| encode_example(tok, e, special, data.max_len))
+            .map(|e| encode_example(tok, e, special, data.prompt, data.max_len))
             .collect()
     };
     let train_all = encode(&train_ex)?;
@@ -82,6 +86,22 @@ pub fn prepare(data: &DataSection, tok: &TextTokenizer, special: &SpecialIds) ->
         eval_examples: eval_ex,
         truncated_away,
     })
+}
+
+/// The text's blank-line-separated paragraphs, each as `[bos] paragraph eos`, in one stream.
+fn paragraph_stream(text: &str, tok: &TextTokenizer, special: &SpecialIds) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for paragraph in text
+        .replace("\r\n", "\n")
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        ids.extend(special.bos);
+        ids.extend(tok.encode(paragraph)?);
+        ids.push(special.eos);
+    }
+    Ok(ids)
 }
 
 /// A plain-text corpus, gzip-compressed or not (recognised by content).

@@ -128,6 +128,7 @@ pub fn run_finetune_then(
             max_new_tokens: spec.eval.max_new_tokens,
             generate_batch: spec.eval.generate_batch_size,
             samples: Some(&samples),
+            prompt: spec.data.prompt,
         },
         |_| {},
     )?;

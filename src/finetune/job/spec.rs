@@ -6,8 +6,9 @@ use serde::Deserialize;
 
 use crate::error::{AbbaError, Result};
 use crate::finetune::adapters::config::AdapterSection;
-use crate::finetune::data::FieldNames;
+use crate::finetune::data::{FieldNames, PromptStyle};
 use crate::finetune::model::LlamaShape;
+use crate::finetune::synthetic::SyntheticTask;
 use crate::finetune::train::TrainConfig;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -63,12 +64,28 @@ pub struct DataSection {
     pub text: Option<PathBuf>,
     #[serde(default = "eval_fraction")]
     pub eval_fraction: f64,
+    /// How plain text is cut into documents: `stream` (one token stream, the default) or `paragraphs` (each
+    /// blank-line-separated paragraph wrapped in BOS … EOS, so the model learns where a text ends and later
+    /// fine-tuning, which ends every answer with EOS, starts from a model that knows the token).
+    #[serde(default)]
+    pub documents: TextDocuments,
     /// Or the built-in arithmetic word problems.
     pub synthetic: Option<SyntheticSection>,
     #[serde(default = "max_len")]
     pub max_len: usize,
     /// Use at most this many training examples (all by default).
     pub limit: Option<usize>,
+    /// `alpaca` (the paper's template, the default) or `plain` (the instruction and a newline).
+    #[serde(default)]
+    pub prompt: PromptStyle,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextDocuments {
+    #[default]
+    Stream,
+    Paragraphs,
 }
 
 fn eval_fraction() -> f64 {
@@ -85,6 +102,16 @@ pub struct SyntheticSection {
     pub eval: usize,
     #[serde(default)]
     pub seed: u64,
+    /// `word-problems` (the default) or `addition`.
+    #[serde(default)]
+    pub task: SyntheticTask,
+    /// Digits per addend (addition) or the longest word (reverse).
+    #[serde(default = "size")]
+    pub size: usize,
+}
+
+fn size() -> usize {
+    3
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -147,6 +174,9 @@ impl FinetuneSpec {
             return bad(
                 "[data] needs exactly one of train = \"file.jsonl\", text = \"file.txt\" or [data.synthetic]",
             );
+        }
+        if let Some(syn) = &self.data.synthetic {
+            crate::finetune::synthetic::validate(syn.task, syn.size)?;
         }
         if self.eval.generate_batch_size == 0 {
             return bad("[eval] generate_batch_size must be at least 1");

@@ -1,0 +1,210 @@
+//! For studies of a model's fine-tuning update (`delta` targets, one per projection): how much of the update each
+//! adapter family can represent at each budget, by projection type and by layer, beside two references computed
+//! from each target's own spectrum — the best rank-r matrix (Eckart–Young, what LoRA at the budget reaches at
+//! best) and the best rank-r1·r2 matrix (the most an ABBA with those ranks could reach if rank were all that
+//! limited it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use super::ranking::Spectra;
+use crate::study::record::{RunRecord, Status};
+
+/// (layer, projection type) of a delta target's name: `delta:layers.3.q_proj` → (3, `q_proj`). Names without a
+/// layer number (or targets that are not deltas) give None.
+pub fn layer_and_projection(target: &str) -> Option<(usize, String)> {
+    let module = target.strip_prefix("delta:")?;
+    let parts: Vec<&str> = module.split('.').collect();
+    let layer = parts
+        .iter()
+        .position(|p| *p == "layers" || *p == "layer" || *p == "h" || *p == "blocks")
+        .and_then(|i| parts.get(i + 1))
+        .and_then(|p| p.parse().ok())?;
+    Some((layer, parts.last()?.to_string()))
+}
+
+/// Fraction of ‖T‖²_F outside the best rank-k approximation, from T's singular values.
+fn tail_energy(sigma: &[f64], k: usize) -> f64 {
+    let total: f64 = sigma.iter().map(|s| s * s).sum();
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    sigma.iter().skip(k).map(|s| s * s).sum::<f64>() / total
+}
+
+/// A row of the tables: a method (with its ABBA rule) or a reference.
+type Row = String;
+
+/// Mean normalised error per (row, budget, target): each method's best solver (lowest mean over seeds).
+fn best_errors(
+    records: &[RunRecord],
+    spectra: &Spectra,
+) -> BTreeMap<(usize, Row), BTreeMap<String, f64>> {
+    let mut sums: BTreeMap<(usize, Row, String, String), (f64, usize)> = BTreeMap::new();
+    let mut references: BTreeMap<(usize, Row), BTreeMap<String, f64>> = BTreeMap::new();
+    for r in records
+        .iter()
+        .filter(|r| r.status == Status::Ok && r.error.is_finite())
+        .filter(|r| layer_and_projection(&r.target).is_some())
+    {
+        let row = if r.rule.is_empty() {
+            r.method.clone()
+        } else {
+            format!("{} ({})", r.method, r.rule)
+        };
+        let e = sums
+            .entry((r.budget_rank, row, r.target.clone(), r.solver.clone()))
+            .or_default();
+        e.0 += r.error;
+        e.1 += 1;
+        if let Some(points) = spectra.get(&r.run_id).filter(|p| !p.is_empty()) {
+            let sigma: Vec<f64> = points.iter().map(|p| p.target).collect();
+            let refs = [
+                (
+                    format!("best rank {} (Eckart–Young)", r.budget_rank),
+                    r.budget_rank,
+                ),
+                (
+                    format!("best rank r1·r2 = {}", r.r1 * r.r2),
+                    if r.method == "abba" { r.r1 * r.r2 } else { 0 },
+                ),
+            ];
+            for (name, k) in refs.into_iter().filter(|(_, k)| *k > 0) {
+                references
+                    .entry((r.budget_rank, format!("_{name}")))
+                    .or_default()
+                    .insert(r.target.clone(), tail_energy(&sigma, k));
+            }
+        }
+    }
+    let mut best: BTreeMap<(usize, Row), BTreeMap<String, f64>> = BTreeMap::new();
+    for ((budget, row, target, _), (sum, n)) in sums {
+        let mean = sum / n as f64;
+        let slot = best
+            .entry((budget, row))
+            .or_default()
+            .entry(target)
+            .or_insert(f64::INFINITY);
+        *slot = slot.min(mean);
+    }
+    best.extend(references);
+    best
+}
+
+fn fmt(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.is_finite() => format!("{v:.4}"),
+        _ => "–".into(),
+    }
+}
+
+/// The markdown section, or an empty string when the study has no delta targets with a layer number.
+pub fn render(records: &[RunRecord], spectra: &Spectra) -> String {
+    let errors = best_errors(records, spectra);
+    if errors.is_empty() {
+        return String::new();
+    }
+    let targets: BTreeSet<String> = errors.values().flat_map(|m| m.keys().cloned()).collect();
+    let parsed: BTreeMap<&String, (usize, String)> = targets
+        .iter()
+        .filter_map(|t| layer_and_projection(t).map(|lp| (t, lp)))
+        .collect();
+    let projections: BTreeSet<&str> = parsed.values().map(|(_, p)| p.as_str()).collect();
+    let layers: BTreeSet<usize> = parsed.values().map(|(l, _)| *l).collect();
+    let budgets: BTreeSet<usize> = errors.keys().map(|(b, _)| *b).collect();
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## The fine-tuning update, by projection and layer\n\n{} tensors ({} projection types × {} layers). \
+         Normalised error ‖ΔW − T‖²_F / ‖T‖²_F, mean over seeds, each method at its best solver; a column is the \
+         mean over the tensors it groups. The references are computed from each target's singular values: \
+         `best rank r` is Eckart–Young at the budget's LoRA rank, `best rank r1·r2` the best matrix of ABBA's rank \
+         at that budget — the most any rank-limited update could reach.",
+        targets.len(),
+        projections.len(),
+        layers.len()
+    );
+    for budget in budgets {
+        let rows: Vec<(&Row, &BTreeMap<String, f64>)> = errors
+            .iter()
+            .filter(|((b, _), _)| *b == budget)
+            .map(|((_, row), m)| (row, m))
+            .collect();
+        let mean_over = |m: &BTreeMap<String, f64>, keep: &dyn Fn(&(usize, String)) -> bool| {
+            let vals: Vec<f64> = m
+                .iter()
+                .filter(|(t, _)| parsed.get(t).is_some_and(keep))
+                .map(|(_, v)| *v)
+                .collect();
+            (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
+        };
+        let show = |row: &str| row.strip_prefix('_').unwrap_or(row).to_string();
+        let _ = writeln!(out, "\n### Budget r = {budget}: by projection type\n");
+        let _ = writeln!(
+            out,
+            "| method | {} | all |\n|---|{}---|",
+            projections.iter().copied().collect::<Vec<_>>().join(" | "),
+            "---|".repeat(projections.len())
+        );
+        for (row, m) in &rows {
+            let cells: Vec<String> = projections
+                .iter()
+                .map(|p| fmt(mean_over(m, &|lp: &(usize, String)| lp.1 == *p)))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                show(row),
+                cells.join(" | "),
+                fmt(mean_over(m, &|_: &(usize, String)| true))
+            );
+        }
+        let _ = writeln!(out, "\n### Budget r = {budget}: by layer\n");
+        let _ = writeln!(
+            out,
+            "| method | {} |\n|---|{}",
+            layers
+                .iter()
+                .map(|l| format!("layer {l}"))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---|".repeat(layers.len())
+        );
+        for (row, m) in &rows {
+            let cells: Vec<String> = layers
+                .iter()
+                .map(|l| fmt(mean_over(m, &|lp: &(usize, String)| lp.0 == *l)))
+                .collect();
+            let _ = writeln!(out, "| {} | {} |", show(row), cells.join(" | "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_and_projection_come_from_the_module_path() {
+        assert_eq!(
+            layer_and_projection("delta:layers.3.q_proj"),
+            Some((3, "q_proj".into()))
+        );
+        assert_eq!(
+            layer_and_projection("delta:encoder.layer.0.attention.self.query"),
+            Some((0, "query".into()))
+        );
+        assert_eq!(layer_and_projection("delta:lm_head"), None);
+        assert_eq!(layer_and_projection("random"), None);
+    }
+
+    #[test]
+    fn tail_energy_is_the_eckart_young_error() {
+        let sigma = [3.0, 2.0, 1.0];
+        assert_eq!(tail_energy(&sigma, 0), 1.0);
+        assert!((tail_energy(&sigma, 1) - 5.0 / 14.0).abs() < 1e-15);
+        assert_eq!(tail_energy(&sigma, 3), 0.0);
+    }
+}
