@@ -32,8 +32,11 @@ fn tail_energy(sigma: &[f64], k: usize) -> f64 {
     sigma.iter().skip(k).map(|s| s * s).sum::<f64>() / total
 }
 
-/// A row of the tables: a method (with its ABBA rule) or a reference.
+/// A row of the tables: a method (with its ABBA rule) or a reference (names starting with `_`, shown first).
 type Row = String;
+
+const EY_ROW: &str = "best rank r (Eckart–Young)";
+const R1R2_ROW: &str = "best rank r1·r2 (ABBA's rank)";
 
 /// Mean normalised error per (row, budget, target): each method's best solver (lowest mean over seeds).
 fn best_errors(
@@ -60,14 +63,8 @@ fn best_errors(
         if let Some(points) = spectra.get(&r.run_id).filter(|p| !p.is_empty()) {
             let sigma: Vec<f64> = points.iter().map(|p| p.target).collect();
             let refs = [
-                (
-                    format!("best rank {} (Eckart–Young)", r.budget_rank),
-                    r.budget_rank,
-                ),
-                (
-                    format!("best rank r1·r2 = {}", r.r1 * r.r2),
-                    if r.method == "abba" { r.r1 * r.r2 } else { 0 },
-                ),
+                (EY_ROW, r.budget_rank),
+                (R1R2_ROW, if r.method == "abba" { r.r1 * r.r2 } else { 0 }),
             ];
             for (name, k) in refs.into_iter().filter(|(_, k)| *k > 0) {
                 references
@@ -89,6 +86,65 @@ fn best_errors(
     }
     best.extend(references);
     best
+}
+
+/// "r = 4: 4, r = 8: 16" — ABBA's r1·r2 at each budget of the study.
+fn abba_ranks(records: &[RunRecord]) -> String {
+    let ranks: BTreeMap<usize, usize> = records
+        .iter()
+        .filter(|r| r.method == "abba" && r.status == Status::Ok)
+        .map(|r| (r.budget_rank, r.r1 * r.r2))
+        .collect();
+    if ranks.is_empty() {
+        return "– (no ABBA run)".into();
+    }
+    ranks
+        .iter()
+        .map(|(b, k)| format!("{k} at r = {b}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Mean error over every delta target against the budget, one line per method and reference, to `out`; false
+/// when the study has no delta targets.
+pub fn plot(
+    records: &[RunRecord],
+    spectra: &Spectra,
+    out: &std::path::Path,
+) -> anyhow::Result<bool> {
+    use super::intervals::{Axes, IntervalPoint, IntervalSeries, plot_intervals};
+    let errors = best_errors(records, spectra);
+    if errors.is_empty() {
+        return Ok(false);
+    }
+    let mut series: BTreeMap<&str, Vec<IntervalPoint>> = BTreeMap::new();
+    for ((budget, row), m) in &errors {
+        let mean = m.values().sum::<f64>() / m.len() as f64;
+        series.entry(row).or_default().push(IntervalPoint {
+            x: *budget as f64,
+            y: mean,
+            low: mean,
+            high: mean,
+        });
+    }
+    let series: Vec<IntervalSeries> = series
+        .into_iter()
+        .map(|(row, points)| IntervalSeries {
+            label: row.strip_prefix('_').unwrap_or(row).to_string(),
+            points,
+        })
+        .collect();
+    plot_intervals(
+        Axes {
+            title: "fine-tuning update: error of each adapter, mean over tensors",
+            x_desc: "budget (LoRA rank r)",
+            y_desc: "‖ΔW − T‖² / ‖T‖²",
+            log_x: true,
+        },
+        &series,
+        out,
+    )?;
+    Ok(true)
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -119,11 +175,13 @@ pub fn render(records: &[RunRecord], spectra: &Spectra) -> String {
         "\n## The fine-tuning update, by projection and layer\n\n{} tensors ({} projection types × {} layers). \
          Normalised error ‖ΔW − T‖²_F / ‖T‖²_F, mean over seeds, each method at its best solver; a column is the \
          mean over the tensors it groups. The references are computed from each target's singular values: \
-         `best rank r` is Eckart–Young at the budget's LoRA rank, `best rank r1·r2` the best matrix of ABBA's rank \
-         at that budget — the most any rank-limited update could reach.",
+         `best rank r` is Eckart–Young at the budget's LoRA rank r, `best rank r1·r2` the best matrix of ABBA's \
+         rank at that budget (r1·r2 = {}) — the most any update of that rank could reach. \
+         `delta-by-budget.png` plots the `all` column against the budget.",
         targets.len(),
         projections.len(),
-        layers.len()
+        layers.len(),
+        abba_ranks(records)
     );
     for budget in budgets {
         let rows: Vec<(&Row, &BTreeMap<String, f64>)> = errors

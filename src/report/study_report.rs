@@ -129,6 +129,10 @@ pub fn write_study_reports(dir: &Path) -> Result<Vec<PathBuf>> {
     for r in records.iter().filter(|r| r.status == Status::Ok) {
         spectra.insert(r.run_id.clone(), read_spectrum(&runs_dir, &r.run_id)?);
     }
+    let delta_png = dir.join("delta-by-budget.png");
+    if super::delta_summary::plot(&records, &spectra, &delta_png)? {
+        written.push(delta_png);
+    }
     let summary = dir.join("summary.md");
     let mut text = render(&records)
         + &super::ranking::render(&records, &spectra)
