@@ -191,3 +191,49 @@ fn adam_with_a_huge_learning_rate_reports_divergence() {
     let out = adam::run(&mut f, t.view(), frob2(t.view()), &spec);
     assert_eq!(out.stop, abba::fit::Stop::Diverged, "{out:?}");
 }
+
+/// PEFT makes LoKr's W2 low-rank whenever r < max(p, q)/2, so r may exceed min(p, q) (budget sizing picks such
+/// sizes on wide layers). ALS must fit them — the rank constraint is then void — and reach the nearest Kronecker
+/// product, the unconstrained optimum.
+#[test]
+fn lokr_als_fits_a_low_rank_w2_whose_rank_exceeds_its_short_side() {
+    use abba::adapter::LokrSpec;
+    use abba::adapter::lokr::nearest_kronecker;
+    let shape = (16, 172);
+    let spec = LokrSpec {
+        factor: 8,
+        r: 10,
+        alpha: 1.0,
+        decompose_both: false,
+        krona: false,
+    };
+    let l = spec.layout(shape);
+    assert!(l.w2_low_rank && spec.r > l.p.min(l.q), "{l:?}");
+    let t = TargetSpec::Gaussian.build(shape, 3, None).unwrap();
+    let mut f = start(
+        &Method::Lokr(spec),
+        &t,
+        None,
+        FitInit::Random { std: 0.1 },
+        4,
+    );
+    let als_spec = AlsSpec {
+        sweeps: 500,
+        patience: 0,
+        ..Default::default()
+    };
+    let outcome = als::run(&mut f, t.view(), frob2(t.view()), &als_spec).unwrap();
+    assert_ne!(
+        outcome.stop,
+        abba::fit::Stop::Diverged,
+        "{}",
+        outcome.reason
+    );
+    let (_, _, err) = nearest_kronecker(t.view(), (l.f_out, l.f_in)).unwrap();
+    let optimum = err * err / frob2(t.view());
+    let reached = error_of(&f, &t);
+    assert!(
+        (reached - optimum).abs() < 1e-6,
+        "ALS {reached} vs nearest Kronecker product {optimum}"
+    );
+}

@@ -37,7 +37,8 @@ pub fn render(
     let first = records.first();
     let task = first.map_or("", |r| r.task.as_str());
     let metric = first.map_or("", |r| r.metric.as_str());
-    let direction = if first.is_some_and(|r| r.higher_is_better) {
+    let higher_is_better = first.is_some_and(|r| r.higher_is_better);
+    let direction = if higher_is_better {
         "higher is better"
     } else {
         "lower is better"
@@ -104,10 +105,28 @@ pub fn render(
             },
             if has_kept { "---|" } else { "" }
         );
-        for s in selected
+        // Full fine-tuning, then the reference, then the others from best to worst test mean (none last).
+        let mut rows: Vec<&Selected> = selected
             .iter()
             .filter(|s| s.budget_rank == b || s.budget_rank == 0)
-        {
+            .collect();
+        let sign = if higher_is_better { -1.0 } else { 1.0 };
+        rows.sort_by(|x, y| {
+            let rank = |s: &Selected| {
+                let mean = s.interval.as_ref().map_or(f64::NAN, |iv| iv.mean);
+                (
+                    u8::from(s.budget_rank != 0) + u8::from(s.method != reference),
+                    if mean.is_finite() {
+                        sign * mean
+                    } else {
+                        f64::INFINITY
+                    },
+                )
+            };
+            let (a, b) = (rank(x), rank(y));
+            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+        });
+        for s in rows {
             let lr = s.lr.map_or("–".into(), |v| format!("{v:e}"));
             let val =
                 s.lr.and_then(|lr| s.trials.iter().find(|t| t.lr == lr))
@@ -143,6 +162,18 @@ pub fn render(
                 s.params,
                 if has_kept { kept(s) } else { String::new() }
             );
+        }
+        let _ = writeln!(md);
+        // A method with no result says why (e.g. a budget its discrete sizes cannot reach).
+        for s in selected
+            .iter()
+            .filter(|s| s.budget_rank == b && s.interval.is_none())
+        {
+            if let Some(r) = records.iter().find(|r| {
+                r.method == s.method && r.budget_rank == b && r.status == CellStatus::Failed
+            }) {
+                let _ = writeln!(md, "- **{}** has no result: {}", s.method, r.reason);
+            }
         }
         let _ = writeln!(md);
     }

@@ -57,8 +57,20 @@ fn refit<T: Real>(
     Ok(match old {
         KronPart::Full(_) => KronPart::Full(w),
         KronPart::LowRank(a, _) => {
-            let (b1, b2) = svd_truncated(w.view(), a.ncols())?.balanced_factors();
-            KronPart::LowRank(b1, b2)
+            // A rank above min(rows, cols) (PEFT allows it: W2 is low-rank whenever r < max(rows, cols)/2) adds
+            // nothing: the factors carry the whole factor and zeros in the extra columns and rows.
+            let r = a.ncols();
+            let k = r.min(rows).min(cols);
+            let (b1, b2) = svd_truncated(w.view(), k)?.balanced_factors();
+            if k == r {
+                KronPart::LowRank(b1, b2)
+            } else {
+                let mut p1 = Array2::zeros((rows, r));
+                let mut p2 = Array2::zeros((r, cols));
+                p1.slice_mut(ndarray::s![.., ..k]).assign(&b1);
+                p2.slice_mut(ndarray::s![..k, ..]).assign(&b2);
+                KronPart::LowRank(p1, p2)
+            }
         }
     })
 }
