@@ -276,30 +276,22 @@ tensor = "*_proj"
         .find(|r| r.target == "delta:layers.1.v_proj")
         .unwrap();
     assert_eq!((v.rows, v.cols), (8, 16));
-    let q0 = records
-        .iter()
-        .find(|r| {
-            r.target == "delta:layers.0.q_proj"
-                && r.method == "lora"
-                && r.solver == "svd"
-                && r.budget_rank == 2
-        })
-        .unwrap();
-    assert!(q0.error < 1e-9, "a rank-1 update at r = 2: {}", q0.error);
-    let q1 = records
-        .iter()
-        .find(|r| {
-            r.target == "delta:layers.1.q_proj"
-                && r.method == "lora"
-                && r.solver == "svd"
-                && r.budget_rank == 2
-        })
-        .unwrap();
-    assert!(
-        q1.error > 0.1,
-        "a full-rank random update at r = 2: {}",
-        q1.error
+    // Eckart–Young (LoRA's closed form) at r = 2 on one target.
+    let lora_r2 = |target: &str| {
+        records
+            .iter()
+            .find(|r| {
+                r.target == target && r.method == "lora" && r.solver == "svd" && r.budget_rank == 2
+            })
+            .unwrap()
+            .error
+    };
+    let (q0, q1) = (
+        lora_r2("delta:layers.0.q_proj"),
+        lora_r2("delta:layers.1.q_proj"),
     );
+    assert!(q0 < 1e-9, "a rank-1 update at r = 2: {q0}");
+    assert!(q1 > 0.1, "a full-rank random update at r = 2: {q1}");
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(summary.contains("by projection type"), "{summary}");
     assert!(
