@@ -117,6 +117,20 @@ pub fn run_toy_cell(
         abba_alpha: toy.abba_alpha,
     };
     let method = budget.template(&cell.entry(spec).method)?;
+    // The toy demo lets KRAdapter keep its one size where the budget cannot size it; a comparison is at equal
+    // budget or not at all, so such a cell fails with the sizes the method reaches, as LLM cells do.
+    if let Some(rank) = cell.budget
+        && method != crate::adapter::Method::Full
+    {
+        for layer in base.layers() {
+            crate::budget::sized(
+                &method,
+                crate::budget::Budget::LoraRank(rank),
+                crate::budget::AbbaRankRule::Half,
+                layer.weight.dims2()?,
+            )?;
+        }
+    }
     let mut model = base.clone();
     let vars = prepare(&mut model, &method, &budget, derive(cell.seed, 4))?;
     let params = vars.iter().map(|v| v.elem_count()).sum();
