@@ -471,3 +471,40 @@ fn the_mnist_toy_runs_as_a_comparison() {
         "{err}"
     );
 }
+
+/// A comparison is at equal budget or not at all: in the toy, a method whose sizes cannot reach the budget
+/// (KRAdapter has one size per layer shape) is a failed cell naming its sizes, never a run at another size.
+#[test]
+fn toy_cells_train_every_method_at_the_budget_or_fail() {
+    let dir = scratch("toy-budget");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/mnist_5k.csv.gz");
+    let toy = dir.join("toy.toml");
+    std::fs::write(
+        &toy,
+        format!(
+            "task = \"mnist-toy\"\ndata = \"{}\"\nout = \"{}\"\ntrain_per_class = 20\ntest_per_class = 5\n\
+             hidden = 16\npretrain_epochs = 1\nadapt_epochs = 1\nrank = 4\nmethods = [\"lora\"]\n",
+            data.display(),
+            dir.join("unused").display()
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        "task = \"toy-budget\"\nmetric = \"accuracy\"\nseeds = [0, 1]\nbudgets = [2]\ntoy = \"{}\"\n\
+         [[methods]]\nmethod = \"lora\"\nlrs = [1e-3]\n[[methods]]\nmethod = \"kradapter\"\nlrs = [1e-3]\n",
+        toy.display()
+    );
+    let spec = CompareSpec::parse(&text).unwrap();
+    let (_, records) = run_compare(&spec, &dir.join("out"), &opts(None, 2)).unwrap();
+    let lora = records.iter().find(|r| r.method == "lora").unwrap().params as f64;
+    for r in records.iter().filter(|r| r.method == "kradapter") {
+        match r.status {
+            CellStatus::Failed => assert!(r.reason.contains("cannot reach"), "{}", r.reason),
+            _ => assert!(
+                (r.params as f64 - lora).abs() <= 0.1 * lora,
+                "kradapter trained {} parameters at a budget of {lora}",
+                r.params
+            ),
+        }
+    }
+}
