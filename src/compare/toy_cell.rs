@@ -102,15 +102,6 @@ pub fn run_toy_cell(
         &device,
         derive(cell.seed, 1),
     )?;
-    let vars = base.make_base_trainable()?;
-    let pre = opts(toy.pretrain_epochs, toy.pretrain_lr, toy.pretrain_batch, 2);
-    if train(&base, vars, &x_old, &y_old, &pre, |_, _| {})?.diverged {
-        return Err(AbbaError::NoConvergence {
-            what: "pretraining on 0–7: lower the toy's pretrain_lr".into(),
-        });
-    }
-    base.freeze()?;
-
     let budget = Budget {
         rank: cell.budget.unwrap_or(toy.rank),
         lora_alpha: toy.lora_alpha,
@@ -118,7 +109,8 @@ pub fn run_toy_cell(
     };
     let method = budget.template(&cell.entry(spec).method)?;
     // The toy demo lets KRAdapter keep its one size where the budget cannot size it; a comparison is at equal
-    // budget or not at all, so such a cell fails with the sizes the method reaches, as LLM cells do.
+    // budget or not at all, so such a cell fails with the sizes the method reaches, as LLM cells do (checked
+    // before the base is pretrained, so a refused cell costs nothing).
     if let Some(rank) = cell.budget
         && method != crate::adapter::Method::Full
     {
@@ -131,6 +123,15 @@ pub fn run_toy_cell(
             )?;
         }
     }
+    let vars = base.make_base_trainable()?;
+    let pre = opts(toy.pretrain_epochs, toy.pretrain_lr, toy.pretrain_batch, 2);
+    if train(&base, vars, &x_old, &y_old, &pre, |_, _| {})?.diverged {
+        return Err(AbbaError::NoConvergence {
+            what: "pretraining on 0–7: lower the toy's pretrain_lr".into(),
+        });
+    }
+    base.freeze()?;
+
     let mut model = base.clone();
     let vars = prepare(&mut model, &method, &budget, derive(cell.seed, 4))?;
     let params = vars.iter().map(|v| v.elem_count()).sum();

@@ -199,43 +199,39 @@ pub fn render(records: &[RunRecord], spectra: &Spectra) -> String {
             (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64)
         };
         let show = |row: &str| row.strip_prefix('_').unwrap_or(row).to_string();
-        let _ = writeln!(out, "\n### Budget r = {budget}: by projection type\n");
-        let _ = writeln!(
-            out,
-            "| method | {} | all |\n|---|{}---|",
-            projections.iter().copied().collect::<Vec<_>>().join(" | "),
-            "---|".repeat(projections.len())
-        );
-        for (row, m) in &rows {
-            let cells: Vec<String> = projections
-                .iter()
-                .map(|p| fmt(mean_over(m, &|lp: &(usize, String)| lp.1 == *p)))
-                .collect();
+        // Each column groups the tensors whose (layer, projection) it keeps.
+        type Column<'a> = (String, Box<dyn Fn(&(usize, String)) -> bool + 'a>);
+        let by_projection: Vec<Column> = projections
+            .iter()
+            .map(|&p| -> Column { (p.to_string(), Box::new(move |lp| lp.1 == p)) })
+            .chain(std::iter::once((
+                "all".to_string(),
+                Box::new(|_: &(usize, String)| true) as Box<dyn Fn(&(usize, String)) -> bool>,
+            )))
+            .collect();
+        let by_layer: Vec<Column> = layers
+            .iter()
+            .map(|&l| -> Column { (format!("layer {l}"), Box::new(move |lp| lp.0 == l)) })
+            .collect();
+        for (title, columns) in [
+            ("by projection type", by_projection),
+            ("by layer", by_layer),
+        ] {
+            let _ = writeln!(out, "\n### Budget r = {budget}: {title}\n");
+            let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} |",
-                show(row),
-                cells.join(" | "),
-                fmt(mean_over(m, &|_: &(usize, String)| true))
+                "| method | {} |\n|---|{}",
+                names.join(" | "),
+                "---|".repeat(columns.len())
             );
-        }
-        let _ = writeln!(out, "\n### Budget r = {budget}: by layer\n");
-        let _ = writeln!(
-            out,
-            "| method | {} |\n|---|{}",
-            layers
-                .iter()
-                .map(|l| format!("layer {l}"))
-                .collect::<Vec<_>>()
-                .join(" | "),
-            "---|".repeat(layers.len())
-        );
-        for (row, m) in &rows {
-            let cells: Vec<String> = layers
-                .iter()
-                .map(|l| fmt(mean_over(m, &|lp: &(usize, String)| lp.0 == *l)))
-                .collect();
-            let _ = writeln!(out, "| {} | {} |", show(row), cells.join(" | "));
+            for (row, m) in &rows {
+                let cells: Vec<String> = columns
+                    .iter()
+                    .map(|(_, keep)| fmt(mean_over(m, keep.as_ref())))
+                    .collect();
+                let _ = writeln!(out, "| {} | {} |", show(row), cells.join(" | "));
+            }
         }
     }
     out
