@@ -9,10 +9,13 @@ with torch.optim.Adam (lr 1e-3); a step is zero_grad + forward + backward + opti
 per step over --steps steps (after --warmup untimed ones) is printed as ONE JSON line on stdout:
 
     {"impl": "pytorch", "torch": "...", "threads": N, "m": .., "n": .., "r1": .., "r2": .., "dtype": "float32",
-     "ms_per_step": .., "steps": ..}
+     "ms_per_step": .., "steps": .., "peak_gemm_ms": ..}
+
+peak_gemm_ms is the mean time of one --peak-side cubed float32 matmul (torch.mm), the machine's peak rate as
+PyTorch's BLAS reaches it.
 
 Usage: python benches/torch_abba_step.py [--m 1024 --n 1024 --r1 36 --r2 36 --steps 30 --warmup 5
-                                          --threads N --dtype float32 --seed 0]
+                                          --threads N --dtype float32 --seed 0 --peak-side 2048]
 """
 import argparse
 import json
@@ -33,6 +36,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peak-side", type=int, default=2048, help="side of the square sgemm timed as the peak")
     args = p.parse_args()
     if args.steps < 1 or args.warmup < 0 or min(args.m, args.n, args.r1, args.r2) < 1:
         p.error("need steps >= 1, warmup >= 0 and positive sizes")
@@ -67,6 +71,16 @@ def main() -> int:
     for _ in range(args.steps):
         loss = step()
     elapsed = time.perf_counter() - t0
+
+    side = args.peak_side
+    x = torch.randn(side, side, generator=gen)
+    y = torch.randn(side, side, generator=gen)
+    torch.mm(x, y)
+    peak_iters = 5
+    p0 = time.perf_counter()
+    for _ in range(peak_iters):
+        torch.mm(x, y)
+    peak_ms = (time.perf_counter() - p0) / peak_iters * 1e3
     if not torch.isfinite(loss.detach()):
         print(f"warning: final loss is {loss.item()}", file=sys.stderr)
 
@@ -78,6 +92,7 @@ def main() -> int:
         "dtype": args.dtype,
         "ms_per_step": round(elapsed / args.steps * 1e3, 4),
         "steps": args.steps,
+        "peak_gemm_ms": round(peak_ms, 4),
     }))
     return 0
 

@@ -104,6 +104,36 @@ pub fn gemm_floor_ms(p: &AbbaProblem, warmup: usize, iters: usize) -> f64 {
     })
 }
 
+/// Side of the square sgemm whose rate stands for the machine's peak (large enough to run at full speed, small
+/// enough to time in a second).
+pub const PEAK_GEMM_SIDE: usize = 2048;
+
+/// One `side`³ f32 GEMM through our GEMM (faer), the peak the `x_peak` column divides by.
+pub fn peak_gemm_ms(side: usize, warmup: usize, iters: usize) -> f64 {
+    let mut rng = seeded(7);
+    let a = crate::adapter::init::gaussian::<f32, _>(side, side, 1.0, &mut rng);
+    let b = crate::adapter::init::gaussian::<f32, _>(side, side, 1.0, &mut rng);
+    time_ms(warmup, iters, || {
+        let _ = gemm(a.view(), b.view());
+    })
+}
+
+/// Floating-point operations of one ABBA Adam step on m×n: six m×n×r products (P, Q and the four factor gradients,
+/// r = r1 or r2), 2 flops per multiply-add; the elementwise work is O(mn) and left out.
+pub fn adam_step_flops(m: usize, n: usize, r1: usize, r2: usize) -> f64 {
+    6.0 * (m * n) as f64 * (r1 + r2) as f64
+}
+
+/// Floating-point operations of one ALS sweep: each of the four factors' per-row normal equations, a symmetric
+/// r×r Gram over the other dimension (half of 2·r² flops per entry of the target), plus its right-hand side
+/// (2·r per entry); solves are O(r³) per row and left out.
+pub fn als_sweep_flops(m: usize, n: usize, r1: usize, r2: usize) -> f64 {
+    let per_rank = |r: usize| 2.0 * (m * n) as f64 * ((r * r) as f64 + 2.0 * r as f64);
+    per_rank(r1) + per_rank(r2)
+}
+
+const PEAK_NAME: &str = "gemm-peak";
+
 const TORCH_SCRIPT: &str = include_str!("../../benches/torch_abba_step.py");
 
 /// One row of `fit_step.csv`.
@@ -118,7 +148,12 @@ struct FitRow {
     threads: usize,
     ms: f64,
     ratio_to_pytorch_adam: Option<f64>,
-    ratio_to_gemm_floor: f64,
+    ratio_to_gemm_floor: Option<f64>,
+    /// Floating-point operations of the operation and the rate it ran at.
+    gflop: f64,
+    gflop_per_s: f64,
+    /// ms over the time the operation's flops take at the peak rate (the faster of the two peak GEMMs).
+    x_peak: f64,
     version: String,
 }
 
@@ -126,6 +161,7 @@ struct FitRow {
 #[derive(Deserialize)]
 struct TorchStep {
     ms_per_step: f64,
+    peak_gemm_ms: f64,
     #[serde(flatten)]
     versions: TorchVersions,
 }
@@ -139,6 +175,7 @@ fn torch_step(opts: &BenchOptions) -> Result<TorchStep> {
         ("r1", r.clone()),
         ("r2", r),
         ("steps", opts.iters.to_string()),
+        ("peak-side", PEAK_GEMM_SIDE.to_string()),
     ]);
     let m: child::Measured<TorchStep> =
         child::python(&opts.python, script.path(), &args, opts.threads)
@@ -146,9 +183,11 @@ fn torch_step(opts: &BenchOptions) -> Result<TorchStep> {
     Ok(m.value)
 }
 
-/// Our Adam step, ALS sweep and GEMM floor beside PyTorch's Adam step, into `opts.fit_out`.
+/// Our Adam step, ALS sweep, GEMM floor and peak GEMM beside PyTorch's Adam step and peak GEMM, into
+/// `opts.fit_out`.
 pub fn run_suite(opts: &BenchOptions) -> Result<()> {
     let (n, r) = (opts.size, opts.rank);
+    let peak = peak_gemm_ms(PEAK_GEMM_SIDE, 1, 5);
     let mut p = AbbaProblem::new(n, n, r, r, 0);
     let floor = gemm_floor_ms(&p, 3, opts.iters);
     let adam = adam_step_ms(&mut p, 3, opts.iters);
@@ -157,33 +196,76 @@ pub fn run_suite(opts: &BenchOptions) -> Result<()> {
     let torch = torch_step(opts)
         .inspect_err(|e| child::warn_skipped(e, "torch"))
         .ok();
+    let peak_flops = 2.0 * (PEAK_GEMM_SIDE as f64).powi(3);
+    let fastest_peak_ms = torch.as_ref().map_or(peak, |t| t.peak_gemm_ms.min(peak));
+    let peak_rate = peak_flops / fastest_peak_ms; // flops per ms
     let ours = ours_version();
-    let row = |implementation, operation, ms: f64, to_torch: Option<f64>, version: String| FitRow {
-        implementation,
-        operation,
-        m: n,
-        n,
-        r1: r,
-        r2: r,
-        threads: opts.threads,
-        ms: round(ms, 3),
-        ratio_to_pytorch_adam: to_torch.map(|x| round(x, 3)),
-        ratio_to_gemm_floor: round(ms / floor, 3),
-        version,
+    let torch_adam = torch.as_ref().map(|t| t.ms_per_step);
+    let adam_flops = adam_step_flops(n, n, r, r);
+    let row = |implementation, operation, side: usize, ms: f64, flops: f64, version: String| {
+        let is_adam = operation == "adam-step";
+        let is_step = operation != PEAK_NAME; // the fit's shape and ranks, beside the floor
+        FitRow {
+            implementation,
+            operation,
+            m: side,
+            n: side,
+            r1: if is_step { r } else { 0 },
+            r2: if is_step { r } else { 0 },
+            threads: opts.threads,
+            ms: round(ms, 3),
+            ratio_to_pytorch_adam: torch_adam.filter(|_| is_adam).map(|t| round(ms / t, 3)),
+            ratio_to_gemm_floor: is_step.then(|| round(ms / floor, 3)),
+            gflop: round(flops / 1e9, 4),
+            gflop_per_s: round(flops / ms / 1e6, 2),
+            x_peak: round(ms / (flops / peak_rate), 3),
+            version,
+        }
     };
-    let t = torch.as_ref().map(|t| t.ms_per_step);
     let mut out = vec![
-        row("abba", "gemm-floor-6-products", floor, None, ours.clone()),
-        row("abba", "adam-step", adam, t.map(|t| adam / t), ours.clone()),
-        row("abba", "als-sweep", als, None, ours),
+        row(
+            "abba",
+            PEAK_NAME,
+            PEAK_GEMM_SIDE,
+            peak,
+            peak_flops,
+            ours.clone(),
+        ),
+        row(
+            "abba",
+            "gemm-floor-6-products",
+            n,
+            floor,
+            adam_flops,
+            ours.clone(),
+        ),
+        row("abba", "adam-step", n, adam, adam_flops, ours.clone()),
+        row(
+            "abba",
+            "als-sweep",
+            n,
+            als,
+            als_sweep_flops(n, n, r, r),
+            ours,
+        ),
     ];
     if let Some(t) = &torch {
+        let version = t.versions.label();
+        out.push(row(
+            "pytorch",
+            PEAK_NAME,
+            PEAK_GEMM_SIDE,
+            t.peak_gemm_ms,
+            peak_flops,
+            version.clone(),
+        ));
         out.push(row(
             "pytorch",
             "adam-step",
+            n,
             t.ms_per_step,
-            Some(1.0),
-            t.versions.label(),
+            adam_flops,
+            version,
         ));
     }
     rows::write(&opts.fit_out, &out)

@@ -4,8 +4,9 @@ use plotters::prelude::*;
 
 use super::fonts::FAMILY;
 
-/// Matplotlib's `tab10`: distinct on white and for most colour-blind readers, unlike Palette99's yellow.
-pub(crate) const COLORS: [RGBColor; 10] = [
+/// Matplotlib's `tab10` (distinct on white and for most colour-blind readers, unlike Palette99's yellow), then six
+/// dark colours unlike any of them, so comparisons of up to 16 methods never give two series one colour.
+pub(crate) const COLORS: [RGBColor; 16] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -16,6 +17,12 @@ pub(crate) const COLORS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(0, 0, 120),
+    RGBColor(0, 110, 110),
+    RGBColor(150, 105, 0),
+    RGBColor(110, 0, 30),
+    RGBColor(80, 100, 40),
 ];
 
 pub(crate) const TITLE_PX: u32 = 26;
@@ -169,6 +176,20 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(147_456), "147,456");
         assert_eq!(thousands(22_544_384), "22,544,384");
+    }
+
+    #[test]
+    fn palette_colours_are_far_apart() {
+        // Euclidean distance in RGB: below ~60 two lines read as one colour on a legend swatch.
+        let d = |a: &RGBColor, b: &RGBColor| {
+            let sq = |x: u8, y: u8| (x as f64 - y as f64).powi(2);
+            (sq(a.0, b.0) + sq(a.1, b.1) + sq(a.2, b.2)).sqrt()
+        };
+        for (i, a) in COLORS.iter().enumerate() {
+            for b in &COLORS[i + 1..] {
+                assert!(d(a, b) > 60.0, "{a:?} and {b:?} are too alike");
+            }
+        }
     }
 
     #[test]
