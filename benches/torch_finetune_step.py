@@ -23,7 +23,8 @@ model or tensor is built) and `peak_rss_mib` (getrusage ru_maxrss: this process'
 
 Usage:
   python benches/torch_finetune_step.py finetune --method lora [--r 8 --r1 4 --r2 4 --vocab 259 --hidden 256
-      --intermediate 688 --layers 4 --heads 8 --kv-heads 4 --batch 8 --seq 128 --steps 10 --warmup 2 --threads N]
+      --intermediate 688 --layers 4 --heads 8 --kv-heads 4 --batch 8 --seq 128 --steps 10 --warmup 2 --threads N
+      --device cpu|cuda --dtype float32|bfloat16]
   python benches/torch_finetune_step.py layer --path khatri-rao|materialised [--m 4096 --n 4096 --r1 16 --r2 16
       --batch 256 --iters 5 --warmup 1 --threads N]
 """
@@ -116,7 +117,9 @@ def finetune(args):
         attention_bias=False, mlp_bias=False, attention_dropout=0.0, initializer_range=0.02,
     )
     cfg._attn_implementation = "eager"
-    model = LlamaForCausalLM(cfg).float()
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    model = LlamaForCausalLM(cfg).to(device=device, dtype=dtype)
     assert model.config._attn_implementation == "eager", model.config._attn_implementation
     method = args.method
     if method == "lora":
@@ -141,7 +144,7 @@ def finetune(args):
     total = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
 
-    ids = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=gen)
+    ids = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=gen).to(device)
     x, y = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
 
     def step():
@@ -152,11 +155,17 @@ def finetune(args):
         opt.step()
         return loss.item()
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(args.warmup):
         step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         loss = step()
+    sync()
     secs = time.perf_counter() - t0
     tokens = args.batch * args.seq
     out = {
@@ -171,7 +180,10 @@ def finetune(args):
         "final_loss": loss,
         "baseline_rss_mib": baseline,
         "peak_rss_mib": peak_rss_mib(),
+        "device": args.device, "dtype": args.dtype,
     }
+    if device.type == "cuda":
+        out["gpu_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
     if method == "abba":
         out["abba_path"] = args.abba_path
     return out
@@ -237,6 +249,8 @@ def main() -> int:
     f.add_argument("--seq", type=int, default=128)
     f.add_argument("--steps", type=int, default=10)
     f.add_argument("--warmup", type=int, default=2)
+    f.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
+    f.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     lay = sub.add_parser("layer")
     lay.add_argument("--path", required=True, choices=["khatri-rao", "materialised"])
     lay.add_argument("--m", type=int, default=4096)

@@ -1,25 +1,59 @@
 #!/usr/bin/env bash
-# For a machine with an NVIDIA GPU and the CUDA toolkit: build with CUDA, run the GPU tests, then train a tiny
-# random Llama for 30 steps per method on the GPU and print tokens/s, host peak memory and the peak GPU memory
-# in use (sampled with nvidia-smi).
-#   bash scripts/gpu-check.sh
+# Runs on a GPU machine with no Rust toolchain what scripts/build-cuda.sh built elsewhere (target/cuda/dist/, carried
+# with the repository): the CUDA tests (logits against the transformers fixture in f32 and bf16, GPU against CPU per
+# adapter), then a short training run per method of a ~25 M-parameter byte-level Llama in f32 and bf16, ours
+# (`abba finetune --device cuda`) beside PyTorch (+ PEFT for LoRA and HiRA) with benches/torch_finetune_step.py on
+# the same GPU and shapes. Prints one table, and writes it as CSV to ${1:-results/bench/gpu.csv}:
+# tokens/s and the peak GPU memory in use (nvidia-smi, sampled every 0.2 s, the same sampler for both).
+#
+#   bash scripts/gpu-check.sh [OUT.csv]      # needs nvidia-smi, python3 with torch + transformers + peft
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)}"
-cargo build --release --features cuda
-cargo test --release --features cuda --test finetune_cuda
+out="${1:-results/bench/gpu.csv}"
+dist=target/cuda/dist
+[ -x "$dist/abba" ] || { echo "gpu-check: $dist/abba missing: run scripts/build-cuda.sh on the build machine" >&2; exit 2; }
+
+# The CUDA libraries the binaries were linked against (cuBLAS 13, cuRAND 10, NVRTC 13), from the machine's toolkit
+# or its Python's NVIDIA wheels; libcuda.so.1 comes with the driver.
+libs=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+  $(python3 -c 'import glob, site; print(" ".join(glob.glob(p + "/nvidia/*/lib") for p in site.getsitepackages()))' 2> /dev/null | tr ' ' '\n'); do
+  [ -d "$d" ] && libs="$libs:$d"
+done
+export LD_LIBRARY_PATH="${libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export ABBA_REPO_ROOT="$PWD"
+missing=$(ldd "$dist/abba" | grep "not found" || true)
+[ -z "$missing" ] || { echo "gpu-check: libraries not found: $missing" >&2; exit 2; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+
+"$dist/finetune_cuda" --test-threads 1
+
 work="$(mktemp -d)"
-printf "%-6s %-5s %12s %14s %14s\n" method dtype tokens/s host_peak_MiB gpu_peak_MiB
+gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
+# Runs "${@:2}" in the background with its stdout into $1 and prints the most GPU memory in use (MiB) seen while
+# it ran, less what was in use before it started.
+sample_peak() {
+  local log=$1 idle peak now pid
+  shift
+  idle=$(gpu_used); peak=$idle
+  "$@" > "$log" &
+  pid=$!
+  while kill -0 "$pid" 2> /dev/null; do
+    now=$(gpu_used); [ "$now" -gt "$peak" ] && peak=$now
+    sleep 0.2
+  done
+  wait "$pid"
+  echo $((peak - idle))
+}
+shape=(--vocab 259 --hidden 512 --intermediate 1376 --layers 8 --heads 8 --kv-heads 4 --max-pos 1024 --batch 16 --seq 512)
+echo "implementation,method,dtype,tokens_per_s,gpu_peak_mib,version" > "$work/gpu.csv"
 for dtype in f32 bf16; do
+  torch_dtype=$([ $dtype = f32 ] && echo float32 || echo bfloat16)
   for method in lora hira abba full; do
     case $method in
-      abba) adapter='method = "abba"
-r1 = 8
-r2 = 8
-alpha = 4.0' ;;
-      full) adapter='method = "full"' ;;
-      *) adapter="method = \"$method\"
-r = 16" ;;
+      abba) adapter=$'method = "abba"\nr1 = 8\nr2 = 8'; torch_rank=(--r1 8 --r2 8) ;;
+      full) adapter='method = "full"'; torch_rank=() ;;
+      *) adapter=$'method = "'$method$'"\nr = 16'; torch_rank=(--r 16) ;;
     esac
     cat > "$work/$method-$dtype.toml" <<TOML
 name = "gpu-$method-$dtype"
@@ -35,8 +69,10 @@ num_attention_heads = 8
 num_key_value_heads = 4
 max_position_embeddings = 1024
 [data]
-synthetic = { train = 512, eval = 8, seed = 1 }
-max_len = 512
+# Fixed windows of 513 bytes: every step is 16 × 512 predicted tokens, the shape PyTorch's run gets.
+text = "data/text/shakespeare-6plays.txt.gz"
+max_len = 513
+eval_fraction = 0.01
 [adapter]
 $adapter
 [train]
@@ -47,18 +83,18 @@ generate = 0
 [output]
 dir = "$work/run-$method-$dtype"
 TOML
-    ./target/release/abba finetune --quiet --device cuda "$work/$method-$dtype.toml" > /dev/null &
-    pid=$!
-    used=0  # GPU memory in use, sampled while the run lasts (the device-wide peak seen)
-    while kill -0 "$pid" 2> /dev/null; do
-      now=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
-      [ "$now" -gt "$used" ] && used=$now
-      sleep 0.2
-    done
-    wait "$pid"
-    report="$work/run-$method-$dtype/report.json"
-    tps=$(grep -o '"tokens_per_s": [0-9.]*' "$report" | awk '{print $2}')
-    rss=$(grep -o '"peak_rss_mib": [0-9.]*' "$report" | awk '{print $2}')
-    printf "%-6s %-5s %12.0f %14.0f %14s\n" "$method" "$dtype" "$tps" "$rss" "$used"
+    ours_mib=$(sample_peak /dev/null "$dist/abba" finetune --quiet --device cuda "$work/$method-$dtype.toml")
+    ours_tps=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["tokens_per_s"]))' "$work/run-$method-$dtype/report.json")
+    echo "abba-rs,$method,$dtype,$ours_tps,$ours_mib,$("$dist/abba" --version)" >> "$work/gpu.csv"
+    torch_mib=$(sample_peak "$work/torch-$method-$dtype.json" python3 benches/torch_finetune_step.py finetune --method $method "${torch_rank[@]}" \
+      "${shape[@]}" --steps 20 --warmup 3 --device cuda --dtype $torch_dtype)
+    python3 - "$work/torch-$method-$dtype.json" "$method" "$dtype" "$torch_mib" >> "$work/gpu.csv" <<'PY'
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+print(f"pytorch,{sys.argv[2]},{sys.argv[3]},{round(r['tokens_per_s'])},{sys.argv[4]},torch {r['torch']} peft {r['peft']}")
+PY
   done
 done
+mkdir -p "$(dirname "$out")"
+cp "$work/gpu.csv" "$out"
+column -s, -t < "$out"

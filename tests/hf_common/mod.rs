@@ -1,7 +1,7 @@
 //! Helpers shared by the fine-tuning tests that read the transformers/PEFT fixtures in `tests/fixtures/hf`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use abba::finetune::layers::{AdaptedLinear, AdapterWeights, ForwardCtx};
 use abba::rng::seeded;
@@ -9,8 +9,12 @@ use candle_core::{DType, Tensor};
 
 /// A path under `tests/fixtures/hf`.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/hf")
+    // A test binary built here and run on another machine (scripts/gpu-check.sh) finds the fixtures under the
+    // repository root that machine names.
+    let root = std::env::var_os("ABBA_REPO_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    root.join("tests/fixtures/hf")
         .join(rel)
 }
 
