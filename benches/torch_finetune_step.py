@@ -138,6 +138,7 @@ def finetune(args):
                                 AbbaLinear(getattr(parent, name), args.r1, args.r2, 16.0, args.abba_path, gen))
     elif method != "full":
         raise SystemExit(f"unknown method {method}")
+    model = model.to(device=device, dtype=dtype)  # adapter factors too, created after the first cast
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)

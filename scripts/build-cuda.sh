@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds and links the CUDA binaries on a machine without a GPU or a CUDA install, so a GPU machine without a Rust
 # toolchain only has to run them (scripts/gpu-check.sh): `abba` and the CUDA test binary (tests/finetune_cuda.rs),
-# stripped, into target/cuda/dist/. About 20 minutes on 2 cores, mostly candle-kernels and the release build.
+# stripped and gzipped, into target/cuda/dist/. About 20 minutes on 2 cores, mostly candle-kernels and the release
+# build.
 #
 #   bash scripts/build-cuda.sh            # venv in ${ABBA_CUDA_VENV:-/tmp/abba-cuda13-venv}
 #
 # Everything comes from NVIDIA's PyPI wheels, pinned to CUDA 13.0 because a GPU's driver loads PTX only from an
 # nvcc no newer than itself, and the GPU machines this targets run driver 580 (CUDA 13.0): nvcc, crt, nvvm and the
-# runtime 13.0.x, cccl 13.0.85, and for linking cuBLAS 13.0, cuRAND 10.4.0 (CUDA 13.0's) and NVRTC 13.0. The
+# runtime 13.0.x, cccl 13.0.85, and for linking cuBLAS 13.0, cuRAND 10.4.0 (CUDA 13.0's), NVRTC 13.0 and cudart. The
 # driver library (libcuda) ships with the GPU's driver, never in a wheel: the link uses a stub generated from the
 # names cudarc's driver bindings declare, with the driver's soname, and the GPU machine's real libcuda.so.1
 # answers at run time.
@@ -28,10 +29,10 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CUDARC_CUDA_VERSION=13000
 nvcc --version | tail -1
 
-# The linker looks for unversioned names; the wheels ship only the sonames.
+# The linker looks for unversioned names; the wheels ship only the sonames. (cudart: candle-kernels' MoE kernels.)
 link="$PWD/target/cuda/link"
 mkdir -p "$link"
-for lib in cublas cublasLt curand nvrtc; do
+for lib in cublas cublasLt curand nvrtc cudart; do
   ln -sf "$(ls "$CUDA_HOME"/lib/lib$lib.so.* | head -1)" "$link/lib$lib.so"
 done
 cudarc="$(cargo metadata --format-version 1 --features cuda |
@@ -51,7 +52,10 @@ for line in sys.stdin:
         print(m["executable"])')"
 dist=target/cuda/dist
 rm -rf "$dist" && mkdir -p "$dist"
+# Gzipped: the PTX of candle's kernels makes each binary ~60 MiB stripped, ~17 MiB compressed, and a GPU machine
+# takes at most 64 MiB of carried files.
 strip -o "$dist/abba" target/cuda/release/abba
 strip -o "$dist/finetune_cuda" "$test_bin"
+gzip -9 "$dist/abba" "$dist/finetune_cuda"
 ls -l "$dist"
 echo "cuda build: ok (linked against CUDA 13.0 wheels; libcuda resolves on the GPU machine)"

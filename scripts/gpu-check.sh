@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine with no Rust toolchain what scripts/build-cuda.sh built elsewhere (target/cuda/dist/, carried
-# with the repository): the CUDA tests (logits against the transformers fixture in f32 and bf16, GPU against CPU per
-# adapter), then a short training run per method of a ~25 M-parameter byte-level Llama in f32 and bf16, ours
-# (`abba finetune --device cuda`) beside PyTorch (+ PEFT for LoRA and HiRA) with benches/torch_finetune_step.py on
-# the same GPU and shapes. Prints one table, and writes it as CSV to ${1:-results/bench/gpu.csv}:
-# tokens/s and the peak GPU memory in use (nvidia-smi, sampled every 0.2 s, the same sampler for both).
+# with the repository: the `run` tool's carry = ["target/cuda/dist"]): the CUDA tests (logits against the
+# transformers fixture in f32 and bf16, GPU against CPU per adapter), then a short training run per method of a
+# ~25 M-parameter byte-level Llama in f32 and bf16, ours (`abba finetune --device cuda`) beside PyTorch (+ PEFT for
+# LoRA and HiRA) with benches/torch_finetune_step.py on the same GPU and shapes. Prints one table, and writes it as
+# CSV to ${1:-results/bench/gpu.csv}:
+# tokens/s (ours: the 30-step run's own figure, kernel compilation included; PyTorch: 20 steps after 3 untimed) and
+# the peak GPU memory in use (nvidia-smi, sampled every 0.2 s, the same sampler for both).
 #
 #   bash scripts/gpu-check.sh [OUT.csv]      # needs nvidia-smi, python3 with torch + transformers + peft
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-results/bench/gpu.csv}"
 dist=target/cuda/dist
-[ -x "$dist/abba" ] || { echo "gpu-check: $dist/abba missing: run scripts/build-cuda.sh on the build machine" >&2; exit 2; }
+[ -f "$dist/abba.gz" ] || { echo "gpu-check: $dist/abba.gz missing: run scripts/build-cuda.sh on the build machine and carry $dist" >&2; exit 2; }
+# The binaries travel gzipped (the PTX of candle's kernels makes each ~60 MiB, ~17 MiB compressed).
+bin="$(mktemp -d)"
+for b in abba finetune_cuda; do
+  gunzip -c "$dist/$b.gz" > "$bin/$b" && chmod +x "$bin/$b"
+done
 
 # The CUDA libraries the binaries were linked against (cuBLAS 13, cuRAND 10, NVRTC 13), from the machine's toolkit
 # or its Python's NVIDIA wheels; libcuda.so.1 comes with the driver.
@@ -22,11 +29,11 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
 done
 export LD_LIBRARY_PATH="${libs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export ABBA_REPO_ROOT="$PWD"
-missing=$(ldd "$dist/abba" | grep "not found" || true)
+missing=$(ldd "$bin/abba" | grep "not found" || true)
 [ -z "$missing" ] || { echo "gpu-check: libraries not found: $missing" >&2; exit 2; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 
-"$dist/finetune_cuda" --test-threads 1
+"$bin/finetune_cuda" --test-threads 1
 
 work="$(mktemp -d)"
 gpu_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; }
@@ -83,9 +90,9 @@ generate = 0
 [output]
 dir = "$work/run-$method-$dtype"
 TOML
-    ours_mib=$(sample_peak /dev/null "$dist/abba" finetune --quiet --device cuda "$work/$method-$dtype.toml")
+    ours_mib=$(sample_peak /dev/null "$bin/abba" finetune --quiet --device cuda "$work/$method-$dtype.toml")
     ours_tps=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["tokens_per_s"]))' "$work/run-$method-$dtype/report.json")
-    echo "abba-rs,$method,$dtype,$ours_tps,$ours_mib,$("$dist/abba" --version)" >> "$work/gpu.csv"
+    echo "abba-rs,$method,$dtype,$ours_tps,$ours_mib,$("$bin/abba" --version)" >> "$work/gpu.csv"
     torch_mib=$(sample_peak "$work/torch-$method-$dtype.json" python3 benches/torch_finetune_step.py finetune --method $method "${torch_rank[@]}" \
       "${shape[@]}" --steps 20 --warmup 3 --device cuda --dtype $torch_dtype)
     python3 - "$work/torch-$method-$dtype.json" "$method" "$dtype" "$torch_mib" >> "$work/gpu.csv" <<'PY'

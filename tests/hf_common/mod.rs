@@ -14,8 +14,7 @@ pub fn fixture(rel: &str) -> PathBuf {
     let root = std::env::var_os("ABBA_REPO_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    root.join("tests/fixtures/hf")
-        .join(rel)
+    root.join("tests/fixtures/hf").join(rel)
 }
 
 /// max |t|, in f64.
