@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and links the CUDA binaries on a machine without a GPU or a CUDA install, so a GPU machine without a Rust
 # toolchain only has to run them (scripts/gpu-check.sh): `abba` and the CUDA test binary (tests/finetune_cuda.rs),
-# stripped and gzipped, into target/cuda/dist/. About 20 minutes on 2 cores, mostly candle-kernels and the release
+# stripped and gzipped, into target/cuda/dist/. About 15 minutes on 2 cores, mostly candle-kernels and the release
 # build.
 #
 #   bash scripts/build-cuda.sh            # venv in ${ABBA_CUDA_VENV:-/tmp/abba-cuda13-venv}
