@@ -418,23 +418,33 @@ fn a_grid_killed_by_sigkill_and_rerun_has_every_cell_once() {
     same(&after, &reference);
 }
 
-/// The MNIST toy as a comparison: every cell pretrains the seed's base on 0–7 and adapts it to 8–9; LoRA and
-/// ABBA train the same parameter count; accuracy kept on 0–7 is recorded.
-#[test]
-fn the_mnist_toy_runs_as_a_comparison() {
-    let dir = scratch("toy");
+/// A toy spec (hidden 16, rank 4, the shipped 5k MNIST sample) in `dir`, with the given sizes and epochs (TOML
+/// lines) and toy methods (a TOML list); its path.
+fn write_toy(dir: &Path, sizes: &str, methods: &str) -> PathBuf {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/mnist_5k.csv.gz");
     let toy = dir.join("toy.toml");
     std::fs::write(
         &toy,
         format!(
-            "task = \"mnist-toy\"\ndata = \"{}\"\nout = \"{}\"\ntrain_per_class = 30\ntest_per_class = 10\n\
-             hidden = 16\npretrain_epochs = 2\nadapt_epochs = 2\nrank = 4\nmethods = [\"lora\", \"abba\", \"full\"]\n",
+            "task = \"mnist-toy\"\ndata = \"{}\"\nout = \"{}\"\n{sizes}\nhidden = 16\nrank = 4\nmethods = {methods}\n",
             data.display(),
             dir.join("unused").display()
         ),
     )
     .unwrap();
+    toy
+}
+
+/// The MNIST toy as a comparison: every cell pretrains the seed's base on 0–7 and adapts it to 8–9; LoRA and
+/// ABBA train the same parameter count; accuracy kept on 0–7 is recorded.
+#[test]
+fn the_mnist_toy_runs_as_a_comparison() {
+    let dir = scratch("toy");
+    let toy = write_toy(
+        &dir,
+        "train_per_class = 30\ntest_per_class = 10\npretrain_epochs = 2\nadapt_epochs = 2",
+        "[\"lora\", \"abba\", \"full\"]",
+    );
     let text = format!(
         "task = \"toy\"\nmetric = \"accuracy\"\nseeds = [0, 1]\nbudgets = [2, 4]\ntoy = \"{}\"\n\
          [[methods]]\nmethod = \"lora\"\nlrs = [1e-3, 1e-2]\n[[methods]]\nmethod = \"abba\"\nlrs = [1e-3, 1e-2]\n\
@@ -477,18 +487,11 @@ fn the_mnist_toy_runs_as_a_comparison() {
 #[test]
 fn toy_cells_train_every_method_at_the_budget_or_fail() {
     let dir = scratch("toy-budget");
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/mnist_5k.csv.gz");
-    let toy = dir.join("toy.toml");
-    std::fs::write(
-        &toy,
-        format!(
-            "task = \"mnist-toy\"\ndata = \"{}\"\nout = \"{}\"\ntrain_per_class = 20\ntest_per_class = 5\n\
-             hidden = 16\npretrain_epochs = 1\nadapt_epochs = 1\nrank = 4\nmethods = [\"lora\"]\n",
-            data.display(),
-            dir.join("unused").display()
-        ),
-    )
-    .unwrap();
+    let toy = write_toy(
+        &dir,
+        "train_per_class = 20\ntest_per_class = 5\npretrain_epochs = 1\nadapt_epochs = 1",
+        "[\"lora\"]",
+    );
     let text = format!(
         "task = \"toy-budget\"\nmetric = \"accuracy\"\nseeds = [0, 1]\nbudgets = [2]\ntoy = \"{}\"\n\
          [[methods]]\nmethod = \"lora\"\nlrs = [1e-3]\n[[methods]]\nmethod = \"kradapter\"\nlrs = [1e-3]\n",
