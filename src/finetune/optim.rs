@@ -10,6 +10,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use super::ops::adamw::{self, AdamWStep};
 use crate::error::{AbbaError, Result};
 
 /// Hyper-parameters of [`AdamW`]. Field names and defaults follow `torch.optim.AdamW`, except `weight_decay`.
@@ -179,18 +180,25 @@ impl AdamW {
         let t = self.step as f64;
         let step_size = lr / (1.0 - c.beta1.powf(t));
         let bias_correction2_sqrt = (1.0 - c.beta2.powf(t)).sqrt();
+        let scalars = AdamWStep {
+            decay: 1.0 - lr * c.weight_decay,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            inv_bias_correction2_sqrt: 1.0 / bias_correction2_sqrt,
+            eps: c.eps,
+            step_size,
+        };
         for (i, (var, g)) in self.vars.iter().zip(grads).enumerate() {
             if var.elem_count() == 0 {
                 continue; // candle returns empty tensors unchanged, and Var::set refuses its own storage
             }
-            let g = g.to_dtype(DType::F32)?;
             // Detached so the update never records a graph through the parameter.
-            let p = var.as_detached_tensor().to_dtype(DType::F32)?;
-            let p = p.affine(1.0 - lr * c.weight_decay, 0.0)?;
-            let m = (&self.m[i] + ((&g - &self.m[i])? * (1.0 - c.beta1))?)?; // torch: exp_avg.lerp_(g, 1-β1)
-            let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let denom = v.sqrt()?.affine(1.0 / bias_correction2_sqrt, c.eps)?;
-            let p = (p - ((&m / &denom)? * step_size)?)?;
+            let p = var.as_detached_tensor();
+            let (p, m, v) = if adamw::applies(&p, g) {
+                adamw::update(&p, g, &self.m[i], &self.v[i], scalars)?
+            } else {
+                composite_update(&p, g, &self.m[i], &self.v[i], scalars)?
+            };
             var.set(&p.to_dtype(var.dtype())?)?;
             self.m[i] = m;
             self.v[i] = v;
@@ -250,6 +258,24 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
+}
+
+/// The update of one parameter through candle ops, in f32 whatever the parameter's dtype (CUDA, bf16/f16, f64):
+/// the reference [`adamw::update`] reproduces bit for bit on f32 CPU tensors.
+pub(crate) fn composite_update(
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    s: AdamWStep,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let g = g.to_dtype(DType::F32)?;
+    let p = p.to_dtype(DType::F32)?.affine(s.decay, 0.0)?;
+    let m = (m + ((&g - m)? * (1.0 - s.beta1))?)?; // torch: exp_avg.lerp_(g, 1-β1)
+    let v = ((v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?;
+    let denom = v.sqrt()?.affine(s.inv_bias_correction2_sqrt, s.eps)?;
+    let p = (p - ((&m / &denom)? * s.step_size)?)?;
+    Ok((p, m, v))
 }
 
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`, as `torch.nn.utils.clip_grad_norm_`:
