@@ -191,7 +191,10 @@ pub fn run_cell(spec: &CompareSpec, cell: &Cell, ctx: &GridContext, force: bool)
             if force && dir.exists() {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            run_toy_cell(spec, toy, cell, &dir).map(|r| fill_toy(&mut record, spec.metric, &r))
+            let memory = crate::process::RunPeak::start();
+            let report = run_toy_cell(spec, toy, cell, &dir);
+            record.peak_rss_mib = memory.read().0;
+            report.map(|r| fill_toy(&mut record, spec.metric, &r))
         }
         None => train_and_score(spec, cell, ctx, force)
             .map(|(report, test)| fill(&mut record, spec.metric, &report, &test)),
@@ -207,7 +210,6 @@ fn fill_toy(record: &mut CellRecord, metric: Metric, r: &ToyCellReport) {
     record.params = r.params;
     record.steps = r.steps;
     record.train_seconds = r.seconds;
-    record.peak_rss_mib = crate::process::memory_mib(crate::process::Memory::Peak);
     record.val_loss = r.val_loss;
     record.val_accuracy = r.val_accuracy;
     record.test_loss = r.test_loss;

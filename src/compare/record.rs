@@ -52,7 +52,9 @@ pub struct CellRecord {
     pub steps: usize,
     /// Wall-clock seconds of training (not deterministic).
     pub train_seconds: f64,
-    /// Process peak resident memory when the cell ended, MiB (shared by cells run together; not deterministic).
+    /// Peak resident memory of the process during the cell, MiB ([`crate::process::RunPeak`]): the cell's own peak
+    /// when it ran alone, else the peak over a window covering the cells that overlapped it (an upper bound);
+    /// not deterministic.
     pub peak_rss_mib: f64,
     pub crate_version: String,
     pub git_commit: String,
