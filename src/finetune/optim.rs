@@ -194,11 +194,7 @@ impl AdamW {
             }
             // Detached so the update never records a graph through the parameter.
             let p = var.as_detached_tensor();
-            let (p, m, v) = if adamw::applies(&p, g) {
-                adamw::update(&p, g, &self.m[i], &self.v[i], scalars)?
-            } else {
-                composite_update(&p, g, &self.m[i], &self.v[i], scalars)?
-            };
+            let (p, m, v) = adamw::update(&p, g, &self.m[i], &self.v[i], scalars)?;
             var.set(&p.to_dtype(var.dtype())?)?;
             self.m[i] = m;
             self.v[i] = v;
@@ -258,24 +254,6 @@ impl AdamW {
         self.step = step;
         Ok(())
     }
-}
-
-/// The update of one parameter through candle ops, in f32 whatever the parameter's dtype (CUDA, bf16/f16, f64):
-/// the reference [`adamw::update`] reproduces bit for bit on f32 CPU tensors.
-pub(crate) fn composite_update(
-    p: &Tensor,
-    g: &Tensor,
-    m: &Tensor,
-    v: &Tensor,
-    s: AdamWStep,
-) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let g = g.to_dtype(DType::F32)?;
-    let p = p.to_dtype(DType::F32)?.affine(s.decay, 0.0)?;
-    let m = (m + ((&g - m)? * (1.0 - s.beta1))?)?; // torch: exp_avg.lerp_(g, 1-β1)
-    let v = ((v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?;
-    let denom = v.sqrt()?.affine(s.inv_bias_correction2_sqrt, s.eps)?;
-    let p = (p - ((&m / &denom)? * s.step_size)?)?;
-    Ok((p, m, v))
 }
 
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`, as `torch.nn.utils.clip_grad_norm_`:

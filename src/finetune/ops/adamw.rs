@@ -1,10 +1,10 @@
 //! AdamW's update of one f32 CPU parameter in a single pass over p, g, m and v.
 //!
-//! The composite update in [`crate::finetune::optim`] issues about ten candle ops per parameter, each reading and
-//! writing a whole tensor and each a round trip through candle's thread pool; for full fine-tuning that is the
-//! largest elementwise cost of a step. This kernel applies the same IEEE operations in the same order to each
-//! element (candle's `t * c` is `t·c + 0`, kept here because it turns −0 into +0), so its results are the
-//! composite's bit for bit — the test below checks exactly that.
+//! The composite update ([`composite_update`], what CUDA and half-precision parameters take) issues about ten
+//! candle ops per parameter, each reading and writing a whole tensor and each a round trip through candle's
+//! thread pool; for full fine-tuning that is the largest elementwise cost of a step. This kernel applies the same
+//! IEEE operations in the same order to each element (candle's `t * c` is `t·c + 0`, kept here because it turns
+//! −0 into +0), so its results are the composite's bit for bit — the test below checks exactly that.
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
@@ -30,8 +30,42 @@ pub fn applies(p: &Tensor, g: &Tensor) -> bool {
     fused(p) && p.dtype() == DType::F32 && g.dtype() == DType::F32 && g.device().is_cpu()
 }
 
-/// The updated (p, m, v) of one parameter (same shapes, f32, CPU), without graph.
+/// The updated (p, m, v) of one parameter (p in f32, same shapes, on p's device), without graph: the one-pass
+/// kernel where it [`applies`], the composite candle ops elsewhere.
 pub fn update(
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    s: AdamWStep,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    if applies(p, g) {
+        fused_update(p, g, m, v, s)
+    } else {
+        composite_update(p, g, m, v, s)
+    }
+}
+
+/// The update of one parameter through candle ops, in f32 whatever the parameter's dtype (CUDA, bf16/f16, f64):
+/// the reference [`fused_update`] reproduces bit for bit on f32 CPU tensors.
+fn composite_update(
+    p: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    s: AdamWStep,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let g = g.to_dtype(DType::F32)?;
+    let p = p.to_dtype(DType::F32)?.affine(s.decay, 0.0)?;
+    let m = (m + ((&g - m)? * (1.0 - s.beta1))?)?; // torch: exp_avg.lerp_(g, 1-β1)
+    let v = ((v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?;
+    let denom = v.sqrt()?.affine(s.inv_bias_correction2_sqrt, s.eps)?;
+    let p = (p - ((&m / &denom)? * s.step_size)?)?;
+    Ok((p, m, v))
+}
+
+/// The one-pass update of an f32 CPU parameter.
+fn fused_update(
     p: &Tensor,
     g: &Tensor,
     m: &Tensor,
@@ -142,7 +176,6 @@ fn update_chunk(
 mod tests {
     use super::*;
     use crate::finetune::ops::check::randn;
-    use crate::finetune::optim::composite_update;
 
     fn bits(t: &Tensor) -> Vec<u32> {
         t.flatten_all()
@@ -184,7 +217,7 @@ mod tests {
                     step_size: lr / (1.0 - 0.9f64.powf(t)),
                 };
                 assert!(applies(&p, &g));
-                let fused = update(&p, &g, &m, &v, s).unwrap();
+                let fused = fused_update(&p, &g, &m, &v, s).unwrap();
                 let reference = composite_update(&p, &g, &m, &v, s).unwrap();
                 for (what, a, b) in [
                     ("p", &fused.0, &reference.0),
