@@ -9,7 +9,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::{PAR_MIN_ELEMS, fused, tensor, with_data};
+use super::{PAR_MIN_ELEMS, tensor, with_data};
 
 /// The per-step scalars of the update, as candle receives them (f64, rounded to f32 per op).
 #[derive(Clone, Copy, Debug)]
@@ -27,7 +27,9 @@ pub struct AdamWStep {
 
 /// Whether [`update`] handles this parameter and gradient: both f32 on the CPU.
 pub fn applies(p: &Tensor, g: &Tensor) -> bool {
-    fused(p) && p.dtype() == DType::F32 && g.dtype() == DType::F32 && g.device().is_cpu()
+    [p, g]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// The updated (p, m, v) of one parameter (p in f32, same shapes, on p's device), without graph: the one-pass
