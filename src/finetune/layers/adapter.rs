@@ -7,6 +7,7 @@
 use candle_core::{DType, Tensor, Var};
 
 use super::methods;
+use super::products::{product, product_t};
 use crate::adapter::mora::MoraLayout;
 use crate::adapter::{ForwardPath, Method, MoraSpec};
 use crate::error::{AbbaError, Result};
@@ -133,11 +134,11 @@ impl AdapterWeights {
     /// ΔW as an m×n tensor (needs W0 for HiRA).
     pub fn delta(&self, w0: &Tensor) -> Result<Tensor> {
         Ok(match &self.method {
-            Method::Lora(s) => (self.t("B")?.matmul(self.t("A")?)? * s.scale.value(s.r))?,
-            Method::Hira(_) => (w0 * self.t("B")?.matmul(self.t("A")?)?)?,
+            Method::Lora(s) => (product(self.t("B")?, self.t("A")?)? * s.scale.value(s.r))?,
+            Method::Hira(_) => (w0 * product(self.t("B")?, self.t("A")?)?)?,
             Method::Abba(s) => {
-                let p = self.t("B1")?.matmul(self.t("A1")?)?;
-                let q = self.t("B2")?.matmul(self.t("A2")?)?;
+                let p = product(self.t("B1")?, self.t("A1")?)?;
+                let q = product(self.t("B2")?, self.t("A2")?)?;
                 ((p * q)? * s.scale.value(s.r1, s.r2))?
             }
             Method::AbbaChain(s) => {
@@ -197,10 +198,11 @@ impl AdapterWeights {
     pub fn forward_with(&self, x: &Tensor, w0: &Tensor, path: ForwardPath) -> Result<Tensor> {
         match &self.method {
             Method::Lora(s) => {
+                // The scale goes into the small factor, not into the N×m product.
                 let b = (self.t("B")? * s.scale.value(s.r))?;
                 product_t(&product_t(x, self.t("A")?)?, &b)
             }
-            Method::Hira(_) => Ok(x.matmul(&self.delta(w0)?.t()?)?),
+            Method::Hira(_) => product_t(x, &self.delta(w0)?),
             Method::Abba(s) => match path {
                 ForwardPath::KhatriRao => {
                     let (b_kr, a_kr) =
@@ -208,9 +210,9 @@ impl AdapterWeights {
                     let b_kr = (b_kr * s.scale.value(s.r1, s.r2))?;
                     product_t(&product_t(x, &a_kr)?, &b_kr)
                 }
-                ForwardPath::Materialised => Ok(x.matmul(&self.delta(w0)?.t()?)?),
+                ForwardPath::Materialised => product_t(x, &self.delta(w0)?),
             },
-            Method::AbbaChain(_) | Method::Kradapter(_) => Ok(x.matmul(&self.delta(w0)?.t()?)?),
+            Method::AbbaChain(_) | Method::Kradapter(_) => product_t(x, &self.delta(w0)?),
             Method::Dora(s) => methods::dora::forward(
                 x,
                 w0,
@@ -256,15 +258,6 @@ impl AdapterWeights {
             origin,
         })
     }
-}
-
-/// a·bᵀ: faer for f32/f64 CPU matrices ([`crate::finetune::ops::linear`]), candle's matmul otherwise. The LoRA
-/// and Khatri–Rao forwards fold the scale into the small factor rather than scaling the N×m product.
-fn product_t(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    Ok(match crate::finetune::ops::linear::linear_t(a, b)? {
-        Some(y) => y,
-        None => a.matmul(&b.t()?)?,
-    })
 }
 
 /// B_kr (m × r1r2, row-wise Kronecker of B1, B2) and A_kr (r1r2 × n, column-wise Kronecker of A1, A2), so that

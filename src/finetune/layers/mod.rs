@@ -5,6 +5,7 @@ pub mod context;
 pub mod frozen;
 pub mod linear;
 pub mod methods;
+pub mod products;
 
 pub use adapter::AdapterWeights;
 pub use context::ForwardCtx;

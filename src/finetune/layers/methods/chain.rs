@@ -3,12 +3,13 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::finetune::layers::products::product;
 
 /// `factors` are A1, B1, A2, B2, … (the table's order).
 pub fn delta(factors: &[&Tensor], scale: f64) -> Result<Tensor> {
     let mut out: Option<Tensor> = None;
     for pair in factors.chunks(2) {
-        let p = pair[1].matmul(pair[0])?;
+        let p = product(pair[1], pair[0])?;
         out = Some(match out {
             Some(acc) => (acc * p)?,
             None => p,

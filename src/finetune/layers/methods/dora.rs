@@ -5,10 +5,12 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::finetune::layers::frozen::linear_t;
+use crate::finetune::layers::products::{product, product_t};
 
 /// g as a 1×m row, from the detached directions W0 + s·B·A.
 fn gains(w0: &Tensor, a: &Tensor, b: &Tensor, mag: &Tensor, s: f64) -> Result<Tensor> {
-    let v = (w0 + (b.matmul(a)? * s)?)?.detach();
+    let v = (w0 + (product(b, a)? * s)?)?.detach();
     let norms = v.sqr()?.sum_keepdim(1)?.sqrt()?;
     Ok(mag.broadcast_div(&norms)?.t()?)
 }
@@ -23,15 +25,15 @@ pub fn forward(
     s: f64,
 ) -> Result<Tensor> {
     let g = gains(w0, a, b, mag, s)?;
-    let base = x.matmul(&w0.t()?)?;
-    let lora = (x.matmul(&a.t()?)?.matmul(&b.t()?)? * s)?;
+    let base = linear_t(x, w0)?;
+    let lora = (product_t(&product_t(x, a)?, b)? * s)?;
     let scaled_base = base.broadcast_mul(&(&g - 1.0)?)?;
     Ok((scaled_base + lora.broadcast_mul(&g)?)?)
 }
 
 /// ΔW = diag(g)·(W0 + s·B·A) − W0 (what a merged checkpoint adds).
 pub fn delta(w0: &Tensor, a: &Tensor, b: &Tensor, mag: &Tensor, s: f64) -> Result<Tensor> {
-    let v = (w0 + (b.matmul(a)? * s)?)?;
+    let v = (w0 + (product(b, a)? * s)?)?;
     let g = gains(w0, a, b, mag, s)?.t()?;
     Ok((v.broadcast_mul(&g)? - w0)?)
 }

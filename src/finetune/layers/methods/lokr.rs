@@ -4,12 +4,13 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::finetune::layers::products::product;
 
 /// A factor's matrix: one tensor, or the product of a low-rank pair.
 pub fn part(factors: &[&Tensor]) -> Result<Tensor> {
     Ok(match factors {
         [w] => (*w).clone(),
-        [a, b] => a.matmul(b)?,
+        [a, b] => product(a, b)?,
         _ => unreachable!("a Kronecker factor is one matrix or a pair"),
     })
 }

@@ -5,6 +5,7 @@ use candle_core::{D, Tensor};
 
 use crate::adapter::mora::{MoraLayout, MoraType};
 use crate::error::Result;
+use crate::finetune::layers::products::product_t;
 
 /// x (N×n) ↦ x·ΔWᵀ (N×m).
 pub fn forward(x: &Tensor, mat: &Tensor, layout: &MoraLayout) -> Result<Tensor> {
@@ -18,7 +19,7 @@ pub fn forward(x: &Tensor, mat: &Tensor, layout: &MoraLayout) -> Result<Tensor> 
     let chunks = padded.reshape((rows, layout.chunks, r))?;
     let device = x.device();
     let (z, period) = match layout.kind {
-        MoraType::Sum => (chunks.sum(1)?.matmul(&mat.t()?)?, r),
+        MoraType::Sum => (product_t(&chunks.sum(1)?, mat)?, r),
         MoraType::Rotated => {
             let h = r / 2;
             let (cos, sin) = layout.rotation_tables();
