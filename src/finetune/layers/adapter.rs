@@ -205,9 +205,13 @@ impl AdapterWeights {
             Method::Hira(_) => product_t(x, &self.delta(w0)?),
             Method::Abba(s) => match path {
                 ForwardPath::KhatriRao => {
-                    let (b_kr, a_kr) =
-                        khatri_rao(self.t("A1")?, self.t("B1")?, self.t("A2")?, self.t("B2")?)?;
-                    let b_kr = (b_kr * s.scale.value(s.r1, s.r2))?;
+                    let (b_kr, a_kr) = khatri_rao(
+                        self.t("A1")?,
+                        self.t("B1")?,
+                        self.t("A2")?,
+                        self.t("B2")?,
+                        s.scale.value(s.r1, s.r2),
+                    )?;
                     product_t(&product_t(x, &a_kr)?, &b_kr)
                 }
                 ForwardPath::Materialised => product_t(x, &self.delta(w0)?),
@@ -260,19 +264,16 @@ impl AdapterWeights {
     }
 }
 
-/// B_kr (m × r1r2, row-wise Kronecker of B1, B2) and A_kr (r1r2 × n, column-wise Kronecker of A1, A2), so that
-/// (B1A1)⊙(B2A2) = B_kr·A_kr without forming an m×n matrix.
-pub fn khatri_rao(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (m, r1) = b1.dims2()?;
-    let (_, r2) = b2.dims2()?;
-    let n = a1.dim(1)?;
-    let b_kr = b1
-        .unsqueeze(2)?
-        .broadcast_mul(&b2.unsqueeze(1)?)?
-        .reshape((m, r1 * r2))?;
-    let a_kr = a1
-        .unsqueeze(1)?
-        .broadcast_mul(&a2.unsqueeze(0)?)?
-        .reshape((r1 * r2, n))?;
+/// s·B_kr (m × r1r2, row-wise Kronecker of B1, B2, scaled) and A_kr (r1r2 × n, column-wise Kronecker of A1,
+/// A2), so that s·(B1A1)⊙(B2A2) = (s·B_kr)·A_kr without forming an m×n matrix.
+pub fn khatri_rao(
+    a1: &Tensor,
+    b1: &Tensor,
+    a2: &Tensor,
+    b2: &Tensor,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    let b_kr = crate::finetune::ops::khatri_rao::khatri_rao_rows(b1, b2, scale)?;
+    let a_kr = crate::finetune::ops::khatri_rao::khatri_rao_cols(a1, a2)?;
     Ok((b_kr, a_kr))
 }

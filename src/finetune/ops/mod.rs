@@ -15,6 +15,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod cross_entropy;
+pub mod khatri_rao;
 pub mod linear;
 pub mod rms_norm;
 pub mod rope;
