@@ -1,6 +1,6 @@
 //! Fused CPU kernels with hand-written backward passes for the training hot path: RMSNorm, rotary embedding with
-//! the head split, causal grouped-query attention, SiLU·mul, cross-entropy and x·Wᵀ through faer; and AdamW's
-//! parameter update in one pass ([`adamw`], no backward).
+//! the head split, causal grouped-query attention, SiLU·mul, cross-entropy, ABBA's Khatri–Rao factors and
+//! x·Wᵀ through faer; and AdamW's parameter update in one pass ([`adamw`], no backward).
 //!
 //! Each op is a candle `CustomOp1/2/3` that computes its forward in one pass over contiguous f32/f64 CPU storage
 //! and its backward from what it needs (recomputing cheap intermediates instead of keeping them), replacing a
