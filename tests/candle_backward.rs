@@ -58,3 +58,37 @@ fn a_single_contribution_is_the_gradient_itself() {
         .unwrap();
     assert_eq!(values(grads.get(x.as_tensor()).unwrap()), values(&k));
 }
+
+#[test]
+fn accumulated_and_subtracted_contributions_mix_in_either_order() {
+    let x = var(&X, (2, 3));
+    let t = x.as_tensor();
+    let c = Tensor::from_slice(&[1.0f32; 6], (2, 3), &Device::Cpu).unwrap();
+    // L = Σ ((c − x) + x·x − (x·x − x)): ∂L/∂x = −1 + 2x − 2x + 1 = 0 up to the order of the terms; the
+    // subtractions go through the unpatched `or_insert` + `sub` arms, the rest through `accumulate`.
+    let first = ((&c - t).unwrap() + (t * t).unwrap()).unwrap();
+    let loss = (first - ((t * t).unwrap() - t).unwrap()).unwrap();
+    let grads = loss.sum_all().unwrap().backward().unwrap();
+    assert_eq!(values(grads.get(t).unwrap()), vec![0.0f32; 6]);
+}
+
+#[test]
+fn broadcast_and_max_reductions_send_back_gradients_of_the_arguments_shape() {
+    let row = var(&[0.5, -2.0, 3.0], (1, 3));
+    let m = Tensor::from_slice(&X, (2, 3), &Device::Cpu).unwrap();
+    // L = Σ (row + M) over two rows, plus Σ max over each row of M ⊙ row: ∂L/∂row = 2 + (one-hot of each row's
+    // arg max, times M there).
+    let sum = row
+        .as_tensor()
+        .broadcast_add(&m)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let prod = m.broadcast_mul(row.as_tensor()).unwrap();
+    let max = prod.max_keepdim(1).unwrap().sum_all().unwrap();
+    let grads = (sum + max).unwrap().backward().unwrap();
+    let g = grads.get(row.as_tensor()).unwrap();
+    assert_eq!(g.dims(), &[1, 3]);
+    // Row 0 of M ⊙ row: [0.25, 2.5, 6.0] → max at 2, M = 2.0; row 1: [0.0, 7.0, 2.25] → max at 1, M = −3.5.
+    assert_eq!(values(g), vec![2.0, 2.0 - 3.5, 2.0 + 2.0]);
+}

@@ -70,7 +70,8 @@ pub fn linear_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if let Some(y) = crate::finetune::ops::linear::linear_t(x, w)? {
         return Ok(y);
     }
-    if w.is_variable() || !x.track_op() {
+    // A W the graph tracks (a variable, or computed from one) needs candle's full backward.
+    if w.track_op() || !x.track_op() {
         return Ok(x.matmul(&w.t()?)?);
     }
     let y = x.detach().matmul(&w.t()?)?.contiguous()?;

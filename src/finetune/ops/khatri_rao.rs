@@ -7,7 +7,8 @@
 //!
 //! The composite form (unsqueeze, broadcast multiply, reshape, scale) is four graph nodes per factor whose
 //! backward passes multiply by broadcast views and reduce over a middle axis, each allocating an m·r1r2 tensor.
-//! The forward values are the composite's bit for bit (the same products, scaled afterwards as `affine` does).
+//! The forward values are the composite's bit for bit (the same products, scaled afterwards as `affine` does),
+//! except that a product of −0 stays −0 where `affine`'s v·s + 0 gives +0.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
@@ -247,17 +248,20 @@ mod tests {
     #[test]
     fn matches_the_composite_ops_in_value_and_gradient() {
         for dtype in DTYPES {
-            // r1 ≠ r2 so that swapping the factors' roles fails; enough rows/columns for a parallel split.
-            let b1 = var(&[700, 3], dtype, 21);
-            let b2 = var(&[700, 5], dtype, 22);
+            // r1 ≠ r2 so that swapping the factors' roles fails; 11,000 rows / columns so that the forward and
+            // both backward kernels pass PAR_MIN_ELEMS and run split across threads with a ragged last chunk.
+            let b1 = var(&[11_000, 3], dtype, 21);
+            let b2 = var(&[11_000, 5], dtype, 22);
+            assert!(applies(b1.as_tensor(), b2.as_tensor()), "fused path");
             agree(
                 &format!("khatri_rao_rows {dtype:?}"),
                 &[&b1, &b2],
                 || khatri_rao_rows(b1.as_tensor(), b2.as_tensor(), 0.375),
                 || khatri_rao_rows_composite(b1.as_tensor(), b2.as_tensor(), 0.375),
             );
-            let a1 = var(&[3, 2500], dtype, 23);
-            let a2 = var(&[5, 2500], dtype, 24);
+            let a1 = var(&[3, 11_000], dtype, 23);
+            let a2 = var(&[5, 11_000], dtype, 24);
+            assert!(applies(a1.as_tensor(), a2.as_tensor()), "fused path");
             agree(
                 &format!("khatri_rao_cols {dtype:?}"),
                 &[&a1, &a2],

@@ -706,12 +706,11 @@ impl GradStore {
         self.0.insert(id, grad)
     }
 
-    /// Get the gradient tensor associated with the given tensor, or, if it does not exist,
-    /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
     /// Adds `grad` to the gradient of `tensor`. The first contribution is stored as is (made contiguous, as
     /// the sum it replaces was) instead of being added to a zero-filled tensor: that zero fill and addition
     /// cost one allocation, one memset and one full pass per node, and change no value (0 + g = g, except
-    /// that a −0 now stays −0).
+    /// that a −0 now stays −0). The stored tensor may share its storage with another node's gradient (candle
+    /// tensors are immutable; an in-place `slice_set` on a returned gradient would write through).
     fn accumulate(&mut self, tensor: &Tensor, grad: &Tensor) -> Result<()> {
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
@@ -719,14 +718,32 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
-                // The shape check the addition made.
+                // The checks the addition made: shape, dtype, device.
                 tensor.same_shape_binary_op(grad, "add")?;
+                if tensor.dtype() != grad.dtype() {
+                    Err(Error::DTypeMismatchBinaryOp {
+                        lhs: tensor.dtype(),
+                        rhs: grad.dtype(),
+                        op: "add",
+                    }
+                    .bt())?
+                }
+                if !tensor.device().same_device(grad.device()) {
+                    Err(Error::DeviceMismatchBinaryOp {
+                        lhs: tensor.device().location(),
+                        rhs: grad.device().location(),
+                        op: "add",
+                    }
+                    .bt())?
+                }
                 entry.insert(grad.contiguous()?);
             }
         }
         Ok(())
     }
 
+    /// Get the gradient tensor associated with the given tensor, or, if it does not exist,
+    /// insert a tensor of zeroes, with the same shape and type as the given tensors and return it
     fn or_insert(&mut self, tensor: &Tensor) -> Result<&mut Tensor> {
         let grad = match self.0.entry(tensor.id()) {
             Entry::Occupied(entry) => entry.into_mut(),
