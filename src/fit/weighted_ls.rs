@@ -45,74 +45,61 @@ const LANES: usize = 8;
 /// tile's weights and Gram matrices stay near L2.
 pub const TILE: usize = 96;
 
+/// Rows and columns of the register blocks the factorisation works in: each row's sums for [`COLS`] columns share
+/// one load of the row, and [`ROWS`]·[`COLS`] independent sums keep the multiply–subtract units busy instead of
+/// waiting on one sum's latency.
+const ROWS: usize = 4;
+const COLS: usize = 4;
+
 crate::fit::fused::multiversion! {
 /// In-place Cholesky solve of [`LANES`] small SPD systems at once, entry `[e][l]` of lane l (f64). Each lane runs
-/// exactly the scalar algorithm. A lane's flag is false when its matrix is not positive definite (a pivot ≤ 0 or
-/// not finite); its solution is then garbage.
+/// exactly the scalar algorithm ([`cholesky_solve`]: entry (i, j) is g_ij − Σ_{k<j} L_ik·L_jk summed in order of
+/// k, then divided by L_jj; the substitutions likewise), only the entries are visited in blocks. A lane's flag is
+/// false when its matrix is not positive definite (a pivot ≤ 0 or not finite); its solution is then garbage.
 fn cholesky_solve_lanes(g: &mut [[f64; LANES]], b: &mut [[f64; LANES]], r: usize) -> [bool; LANES] {
     let mut ok = [true; LANES];
-    for j in 0..r {
-        let mut d = g[j * r + j];
-        for k in 0..j {
-            let x = g[j * r + k];
-            for l in 0..LANES {
-                d[l] -= x[l] * x[l];
-            }
-        }
-        for l in 0..LANES {
-            ok[l] &= d[l] > 0.0 && d[l].is_finite();
-            d[l] = d[l].sqrt();
-        }
-        g[j * r + j] = d;
-        // Four rows of the column at once: independent chains, the same operations in each lane.
-        let mut i = j + 1;
-        while i + 4 <= r {
-            let mut s = [g[i * r + j], g[(i + 1) * r + j], g[(i + 2) * r + j], g[(i + 3) * r + j]];
-            for k in 0..j {
-                let y = g[j * r + k];
-                for (u, su) in s.iter_mut().enumerate() {
-                    let x = g[(i + u) * r + k];
-                    for l in 0..LANES {
-                        su[l] -= x[l] * y[l];
-                    }
-                }
-            }
-            for (u, su) in s.iter_mut().enumerate() {
-                for l in 0..LANES {
-                    su[l] /= d[l];
-                }
-                g[(i + u) * r + j] = *su;
-            }
-            i += 4;
-        }
-        for i in i..r {
-            let mut s = g[i * r + j];
-            for k in 0..j {
-                let (x, y) = (g[i * r + k], g[j * r + k]);
-                for l in 0..LANES {
-                    s[l] -= x[l] * y[l];
-                }
-            }
-            for l in 0..LANES {
-                s[l] /= d[l];
-            }
-            g[i * r + j] = s;
+    let mut j = 0;
+    while j < r {
+        if j + COLS <= r {
+            factor_columns::<COLS>(g, r, j, &mut ok);
+            j += COLS;
+        } else {
+            factor_columns::<1>(g, r, j, &mut ok);
+            j += 1;
         }
     }
-    for i in 0..r {
-        let mut s = b[i];
-        for k in 0..i {
-            let x = g[i * r + k];
-            for l in 0..LANES {
-                s[l] -= x[l] * b[k][l];
+    // L·y = b, ROWS rows at a time: their terms from the rows above the group are independent sums.
+    let mut i0 = 0;
+    while i0 < r {
+        let h = ROWS.min(r - i0);
+        let mut s = [[0.0; LANES]; ROWS];
+        s[..h].copy_from_slice(&b[i0..i0 + h]);
+        for k in 0..i0 {
+            let y = b[k];
+            for (u, su) in s[..h].iter_mut().enumerate() {
+                let x = g[(i0 + u) * r + k];
+                for l in 0..LANES {
+                    su[l] -= x[l] * y[l];
+                }
             }
         }
-        let d = g[i * r + i];
-        for l in 0..LANES {
-            s[l] /= d[l];
+        for (u, mut su) in s[..h].iter().copied().enumerate() {
+            let i = i0 + u;
+            for k in i0..i {
+                let x = g[i * r + k];
+                for l in 0..LANES {
+                    su[l] -= x[l] * b[k][l];
+                }
+            }
+            let d = g[i * r + i];
+            for l in 0..LANES {
+                su[l] /= d[l];
+            }
+            b[i] = su;
         }
-        b[i] = s;
+        i0 += h;
     }
+    // Lᵀ·x = y: each row's sum starts with the row just solved, so this one stays a chain.
     for i in (0..r).rev() {
         let mut s = b[i];
         for k in i + 1..r {
@@ -129,6 +116,113 @@ fn cholesky_solve_lanes(g: &mut [[f64; LANES]], b: &mut [[f64; LANES]], r: usize
     }
     ok
 }
+}
+
+/// Factors columns `j0..j0 + W` of the lower triangle (the columns left of them are done). Every entry's terms
+/// from those earlier columns are summed first, several independent sums at once ([`partial_sums`]); the block's
+/// own terms follow in order of k: first for the block's rows, pivot by pivot, then for the rows below it.
+#[inline(always)]
+fn factor_columns<const W: usize>(
+    g: &mut [[f64; LANES]],
+    r: usize,
+    j0: usize,
+    ok: &mut [bool; LANES],
+) {
+    // The block's own rows (entries right of the diagonal are summed too, and never used).
+    let own = partial_sums::<W, W>(g, r, j0, j0);
+    let mut d = [[0.0; LANES]; W];
+    for w in 0..W {
+        let j = j0 + w;
+        let mut dj = own[w][w];
+        for k in j0..j {
+            let x = g[j * r + k];
+            for l in 0..LANES {
+                dj[l] -= x[l] * x[l];
+            }
+        }
+        for l in 0..LANES {
+            ok[l] &= dj[l] > 0.0 && dj[l].is_finite();
+            dj[l] = dj[l].sqrt();
+        }
+        g[j * r + j] = dj;
+        d[w] = dj;
+        for u in w + 1..W {
+            let i = j0 + u;
+            let mut s = own[u][w];
+            for k in j0..j {
+                let (x, y) = (g[i * r + k], g[j * r + k]);
+                for l in 0..LANES {
+                    s[l] -= x[l] * y[l];
+                }
+            }
+            for l in 0..LANES {
+                s[l] /= dj[l];
+            }
+            g[i * r + j] = s;
+        }
+    }
+    let mut i = j0 + W;
+    while i + ROWS <= r {
+        let s = partial_sums::<ROWS, W>(g, r, i, j0);
+        finish_rows(g, r, i, j0, &d, s);
+        i += ROWS;
+    }
+    for i in i..r {
+        let s = partial_sums::<1, W>(g, r, i, j0);
+        finish_rows(g, r, i, j0, &d, s);
+    }
+}
+
+/// g_(i+u)(j0+w) − Σ_{k<j0} L_(i+u)k·L_(j0+w)k for u < R, w < W, each summed in order of k.
+#[inline(always)]
+fn partial_sums<const R: usize, const W: usize>(
+    g: &[[f64; LANES]],
+    r: usize,
+    i: usize,
+    j0: usize,
+) -> [[[f64; LANES]; W]; R] {
+    let mut s: [[[f64; LANES]; W]; R] =
+        std::array::from_fn(|u| std::array::from_fn(|w| g[(i + u) * r + j0 + w]));
+    for k in 0..j0 {
+        let y: [[f64; LANES]; W] = std::array::from_fn(|w| g[(j0 + w) * r + k]);
+        for (u, su) in s.iter_mut().enumerate() {
+            let x = g[(i + u) * r + k];
+            for (sw, yw) in su.iter_mut().zip(&y) {
+                for l in 0..LANES {
+                    sw[l] -= x[l] * yw[l];
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Rows `i..i + R`, columns `j0..j0 + W`, given their sums over the columns left of the block: the terms of the
+/// block's own columns (in order of k), then the division by the pivot. The rows go in lockstep so their
+/// divisions, the slowest instruction here, overlap.
+#[inline(always)]
+fn finish_rows<const R: usize, const W: usize>(
+    g: &mut [[f64; LANES]],
+    r: usize,
+    i: usize,
+    j0: usize,
+    d: &[[f64; LANES]; W],
+    mut s: [[[f64; LANES]; W]; R],
+) {
+    for w in 0..W {
+        for (u, su) in s.iter_mut().enumerate() {
+            for k in j0..j0 + w {
+                let (x, y) = (g[(i + u) * r + k], g[(j0 + w) * r + k]);
+                for l in 0..LANES {
+                    su[w][l] -= x[l] * y[l];
+                }
+            }
+            for l in 0..LANES {
+                su[w][l] /= d[w][l];
+            }
+            g[(i + u) * r + j0 + w] = su[w];
+        }
+    }
 }
 
 /// In-place Cholesky solve of one small SPD system (f64), for [`solve_spd`]. Returns false when the matrix is not
@@ -526,4 +620,73 @@ fn solve_tile_rows<T: Real>(
     }
     None
 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// Eight random r×r systems: SPD ones (M·Mᵀ plus a shift; a tiny one in every third lane, so some are
+    /// ill-conditioned) and, in lane `bad`, one whose last pivot is negative.
+    fn systems(r: usize, bad: Option<usize>, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+        let mut rng = crate::rng::seeded(seed);
+        let (mut gs, mut bs) = (Vec::new(), Vec::new());
+        for lane in 0..LANES {
+            let m: Vec<f64> = (0..r * r).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let shift = if lane % 3 == 0 { 1e-9 } else { 0.5 };
+            let mut g = vec![0.0; r * r];
+            for i in 0..r {
+                for j in 0..r {
+                    g[i * r + j] = (0..r).map(|k| m[i * r + k] * m[j * r + k]).sum::<f64>();
+                }
+                g[i * r + i] += shift;
+            }
+            if bad == Some(lane) {
+                g[(r - 1) * r + (r - 1)] = -1.0;
+            }
+            gs.push(g);
+            bs.push((0..r).map(|_| rng.random_range(-1.0..1.0)).collect());
+        }
+        (gs, bs)
+    }
+
+    /// The lane kernel's blocked visiting order must not change a bit: every lane equals the scalar algorithm's
+    /// factor, solution and verdict, at sizes below, at and across the register blocks' edges.
+    #[test]
+    fn lane_cholesky_is_the_scalar_algorithm_bit_for_bit() {
+        for (case, &r) in [1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 36, 73].iter().enumerate() {
+            let bad = (case % 2 == 1).then_some(case % LANES);
+            let (gs, bs) = systems(r, bad, case as u64);
+            let mut g: Vec<[f64; LANES]> = (0..r * r)
+                .map(|e| std::array::from_fn(|l| gs[l][e]))
+                .collect();
+            let mut b: Vec<[f64; LANES]> =
+                (0..r).map(|e| std::array::from_fn(|l| bs[l][e])).collect();
+            let ok = cholesky_solve_lanes(&mut g, &mut b, r);
+            for l in 0..LANES {
+                let (mut gl, mut bl) = (gs[l].clone(), bs[l].clone());
+                let scalar_ok = cholesky_solve(&mut gl, &mut bl, r);
+                assert_eq!(ok[l], scalar_ok, "r = {r}, lane {l}: verdict");
+                assert_eq!(
+                    ok[l],
+                    bad != Some(l),
+                    "r = {r}, lane {l}: the indefinite lane"
+                );
+                if !scalar_ok {
+                    continue;
+                }
+                for i in 0..r {
+                    for k in 0..=i {
+                        assert_eq!(
+                            g[i * r + k][l].to_bits(),
+                            gl[i * r + k].to_bits(),
+                            "r = {r}, L[{i}][{k}]"
+                        );
+                    }
+                    assert_eq!(b[i][l].to_bits(), bl[i].to_bits(), "r = {r}, x[{i}]");
+                }
+            }
+        }
+    }
 }
