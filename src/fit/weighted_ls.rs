@@ -146,9 +146,9 @@ fn factor_columns<const W: usize>(
         }
         g[j * r + j] = dj;
         d[w] = dj;
-        for u in w + 1..W {
+        for (u, own_u) in own.iter().enumerate().skip(w + 1) {
             let i = j0 + u;
-            let mut s = own[u][w];
+            let mut s = own_u[w];
             for k in j0..j {
                 let (x, y) = (g[i * r + k], g[j * r + k]);
                 for l in 0..LANES {
