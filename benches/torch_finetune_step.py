@@ -10,6 +10,7 @@ of random token ids, with an adapter on all seven projections (q, k, v, o, gate,
            factors random (timing does not depend on the SVD initialisation). ΔW x is computed along the path
            that the Rust crate's cost model (`ForwardPath::cheapest`) picks for the layer and the number of rows:
            Khatri–Rao, (x A_krᵀ) B_krᵀ, or materialised, x ΔWᵀ; `--abba-path` forces one.
+    dora   PEFT LoraConfig(r, lora_alpha=16, lora_dropout=0, use_dora=True)
     full   full fine-tuning, every parameter trainable
 
 A step is zero_grad + forward + cross-entropy of every position's logits against the next token (mean, float32,
@@ -125,6 +126,9 @@ def finetune(args):
     if method == "lora":
         model = peft.get_peft_model(model, peft.LoraConfig(
             r=args.r, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, bias="none"))
+    elif method == "dora":
+        model = peft.get_peft_model(model, peft.LoraConfig(
+            r=args.r, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS, bias="none", use_dora=True))
     elif method == "hira":
         model = peft.get_peft_model(model, peft.HiraConfig(r=args.r, target_modules=TARGETS))
     elif method == "abba":
@@ -170,7 +174,7 @@ def finetune(args):
     secs = time.perf_counter() - t0
     tokens = args.batch * args.seq
     out = {
-        "impl": "pytorch-peft" if method in ("lora", "hira") else "pytorch",
+        "impl": "pytorch-peft" if method in ("lora", "hira", "dora") else "pytorch",
         "method": method,
         "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
         "threads": torch.get_num_threads(),
@@ -234,7 +238,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="suite", required=True)
     f = sub.add_parser("finetune")
-    f.add_argument("--method", required=True, choices=["lora", "hira", "abba", "full"])
+    f.add_argument("--method", required=True, choices=["lora", "hira", "abba", "dora", "full"])
     f.add_argument("--r", type=int, default=8, help="LoRA / HiRA rank")
     f.add_argument("--r1", type=int, default=4)
     f.add_argument("--r2", type=int, default=4)

@@ -11,7 +11,7 @@ use abba::bench::BenchOptions;
 pub enum Suite {
     /// Adam step and ALS sweep of an ABBA fit (writes --out).
     Fit,
-    /// Training steps of a tiny Llama with LoRA, HiRA, ABBA and full fine-tuning (writes --finetune-out).
+    /// Training steps of a tiny Llama with LoRA, HiRA, ABBA, DoRA and full fine-tuning (writes --finetune-out).
     Finetune,
     /// One adapted layer, Khatri–Rao vs materialised ΔW (writes --layer-out).
     Layer,
@@ -51,8 +51,12 @@ pub struct BenchArgs {
     /// fit: r1 = r2.
     #[arg(long, default_value_t = 36)]
     pub rank: usize,
-    /// finetune: methods to run (lora, hira, abba, full).
-    #[arg(long, value_delimiter = ',', default_value = "lora,hira,abba,full")]
+    /// finetune: methods to run (lora, hira, abba, dora, full).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "lora,hira,abba,dora,full"
+    )]
     pub methods: Vec<String>,
     /// finetune: timed training steps per configuration.
     #[arg(long, default_value_t = 10)]

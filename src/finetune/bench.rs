@@ -59,12 +59,12 @@ impl Default for FinetuneBenchSpec {
 
 /// The methods the training benchmark compares, at equal budget per projection: LoRA r = 8, HiRA r = 8,
 /// ABBA r1 = r2 = 4 (8·(m+n) parameters each), and full fine-tuning. All seven projections are adapted.
-pub const FINETUNE_METHODS: [&str; 4] = ["lora", "hira", "abba", "full"];
+pub const FINETUNE_METHODS: [&str; 5] = ["lora", "hira", "abba", "dora", "full"];
 
 /// The `[adapter]` section of a benchmark method (one of [`FINETUNE_METHODS`]); defaults elsewhere (α = 16).
 pub fn bench_adapter(method: &str) -> Result<AdapterSection> {
     let (r, r1, r2) = match method {
-        "lora" | "hira" => (Some(8), None, None),
+        "lora" | "hira" | "dora" => (Some(8), None, None),
         "abba" => (None, Some(4), Some(4)),
         "full" => (None, None, None),
         other => {

@@ -234,6 +234,23 @@ impl AdapterWeights {
         }
     }
 
+    /// The adapted layer's whole output x·W0ᵀ + adapter(x) (bias aside), for methods that rescale the frozen
+    /// product rather than add to it (DoRA), when the adapter's input is x itself; `None` for the others.
+    pub fn layer_output(&self, x: &Tensor, w0: &Tensor) -> Result<Option<Tensor>> {
+        match &self.method {
+            Method::Dora(s) => methods::dora::layer(
+                x,
+                w0,
+                self.t("A")?,
+                self.t("B")?,
+                self.t("magnitude")?,
+                s.scale.value(s.r),
+            )
+            .map(Some),
+            _ => Ok(None),
+        }
+    }
+
     fn not_a_layer(&self) -> AbbaError {
         AbbaError::Unsupported {
             what: format!("{} as a layer adapter", self.method.name()),

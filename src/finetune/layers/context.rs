@@ -35,8 +35,13 @@ impl ForwardCtx {
     }
 
     /// Inverted dropout with probability `p`: kept entries are scaled by 1/(1−p) so the expectation is unchanged.
+    /// Whether [`Self::dropout`] with probability `p` changes its input (training only).
+    pub fn drops(&self, p: f32) -> bool {
+        self.train && p > 0.0
+    }
+
     pub fn dropout(&self, x: &Tensor, p: f32) -> Result<Tensor> {
-        if !self.train || p <= 0.0 {
+        if !self.drops(p) {
             return Ok(x.clone());
         }
         let keep = 1.0 / (1.0 - p);

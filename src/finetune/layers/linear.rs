@@ -38,13 +38,18 @@ impl AdaptedLinear {
         let n_in = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / n_in.max(1);
         let x2 = x.reshape((rows, n_in))?;
-        let mut y = match &self.adapter {
-            Some(adapter) => {
+        let whole = match &self.adapter {
+            Some(adapter) if !ctx.drops(self.dropout) => adapter.layer_output(&x2, &self.weight)?,
+            _ => None,
+        };
+        let mut y = match (&self.adapter, whole) {
+            (_, Some(y)) => y,
+            (Some(adapter), None) => {
                 let xd = ctx.dropout(&x2, self.dropout)?;
                 let delta = adapter.forward(&xd, &self.weight)?;
                 super::frozen::linear_t_plus(&x2, &self.weight, &delta)?
             }
-            None => super::frozen::linear_t(&x2, &self.weight)?,
+            (None, None) => super::frozen::linear_t(&x2, &self.weight)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
