@@ -55,6 +55,44 @@ fn dims(q: &Shape, k: &Shape, v: &Shape) -> candle_core::Result<Dims> {
     })
 }
 
+/// Running maxima and sums of a softmax row: independent lanes, so neither pass is one long dependency chain.
+const LANES: usize = 16;
+
+crate::fit::fused::multiversion! {
+/// x ← softmax(x): the maximum (exact in any order), eˣ⁻ᵐᵃˣ, their sum over [`LANES`] running sums folded in a
+/// fixed order, then the division by it as a multiplication by 1/sum.
+fn softmax_in_place<T: Elem>(x: &mut [T]) {
+    let mut mx = [T::neg_infinity(); LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            mx[l] = if c[l] > mx[l] { c[l] } else { mx[l] };
+        }
+    }
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        mx[l] = if v > mx[l] { v } else { mx[l] };
+    }
+    let m = mx.iter().fold(T::neg_infinity(), |a, &b| if b > a { b } else { a });
+    let mut sums = [T::zero(); LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            c[l] = (c[l] - m).exp_k();
+            sums[l] += c[l];
+        }
+    }
+    for (l, v) in chunks.into_remainder().iter_mut().enumerate() {
+        *v = (*v - m).exp_k();
+        sums[l] += *v;
+    }
+    let sum = sums.iter().fold(T::zero(), |a, &b| a + b);
+    let inv = T::one() / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+}
+
 impl<T: Elem> CausalAttention<T> {
     /// P = softmax(q·kᵀ/√d + mask) for every (batch, head), (b, h, t, tk).
     fn probs(&self, q: &[T], k: &[T], s: &Dims) -> Vec<T> {
@@ -76,21 +114,7 @@ impl<T: Elem> CausalAttention<T> {
                 let block = std::slice::from_raw_parts_mut(pp.get().add(u * t * tk), t * tk);
                 for (i, row) in block.chunks_mut(tk).enumerate() {
                     let (lo, hi_j) = s.visible(i, self.window);
-                    let mut mx = T::neg_infinity();
-                    for &x in &row[lo..=hi_j] {
-                        mx = if x > mx { x } else { mx };
-                    }
-                    for x in &mut row[lo..=hi_j] {
-                        *x = (*x - mx).exp_k();
-                    }
-                    let mut sum = T::zero();
-                    for &x in &row[lo..=hi_j] {
-                        sum += x;
-                    }
-                    let inv = T::one() / sum;
-                    for x in &mut row[lo..=hi_j] {
-                        *x *= inv;
-                    }
+                    softmax_in_place(&mut row[lo..=hi_j]);
                     row[..lo].fill(T::zero());
                     row[hi_j + 1..].fill(T::zero());
                 }

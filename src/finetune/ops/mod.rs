@@ -51,7 +51,8 @@ impl Elem for f64 {
 }
 
 /// eˣ = 2ᵏ·eʳ with k = round(x/ln 2) and |r| ≤ ln 2 / 2, eʳ by its degree-7 Taylor polynomial (Cody–Waite
-/// split of ln 2; rounding by the 1.5·2²³ trick so no libm call or SSE4.1 instruction is needed).
+/// split of ln 2; rounding by the 1.5·2²³ trick so no libm call or SSE4.1 instruction is needed, and every step
+/// vectorises).
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -59,7 +60,8 @@ fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let k = shifted - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -67,7 +69,10 @@ fn exp_f32(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    f32::from_bits(((k as i32 + 127) << 23) as u32) * p
+    // k as an integer straight from the shifted sum's bits (it is ROUND + k exactly, one exponent for every k
+    // here): `k as i32` would saturate and map NaN to 0, which the compiler does one element at a time.
+    let ki = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
+    f32::from_bits(((ki + 127) << 23) as u32) * p
 }
 
 /// Below this many elements a row-wise kernel runs on the calling thread.

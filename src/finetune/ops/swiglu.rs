@@ -10,8 +10,41 @@ struct SiluMul;
 /// Rows of this width are handed to the parallel splitter (the op is elementwise; rows only set the grain).
 const GRAIN: usize = 1024;
 
+#[inline(always)]
 fn sigmoid<T: Elem>(x: T) -> T {
     T::one() / (T::one() + (-x).exp_k())
+}
+
+// The row kernels, compiled for the widest vectors the CPU has (the same IEEE operations at any width).
+crate::fit::fused::multiversion! {
+fn fwd_row<T: Elem>(y: &mut [T], g: &[T], u: &[T]) {
+    let n = y.len();
+    let (g, u) = (&g[..n], &u[..n]);
+    for j in 0..n {
+        y[j] = g[j] * sigmoid(g[j]) * u[j];
+    }
+}
+}
+
+crate::fit::fused::multiversion! {
+fn gate_grad_row<T: Elem>(d: &mut [T], g: &[T], u: &[T], dy: &[T]) {
+    let n = d.len();
+    let (g, u, dy) = (&g[..n], &u[..n], &dy[..n]);
+    for j in 0..n {
+        let s = sigmoid(g[j]);
+        d[j] = dy[j] * u[j] * s * (T::one() + g[j] * (T::one() - s));
+    }
+}
+}
+
+crate::fit::fused::multiversion! {
+fn up_grad_row<T: Elem>(d: &mut [T], g: &[T], dy: &[T]) {
+    let n = d.len();
+    let (g, dy) = (&g[..n], &dy[..n]);
+    for j in 0..n {
+        d[j] = dy[j] * g[j] * sigmoid(g[j]);
+    }
+}
 }
 
 impl SiluMul {
@@ -34,9 +67,7 @@ impl SiluMul {
         let mut y = super::linear::output::<T>(gs.len());
         for_rows(&mut y, GRAIN, |i, out| {
             let o = i * GRAIN;
-            for ((y, &g), &u) in out.iter_mut().zip(&gs[o..]).zip(&us[o..]) {
-                *y = g * sigmoid(g) * u;
-            }
+            fwd_row(out, &gs[o..], &us[o..]);
         });
         Ok((storage(y), lg.shape().clone()))
     }
@@ -54,12 +85,7 @@ impl SiluMul {
                         let mut dg = super::linear::output::<T>(gs.len());
                         for_rows(&mut dg, GRAIN, |i, out| {
                             let o = i * GRAIN;
-                            for (((d, &g), &u), &dy) in
-                                out.iter_mut().zip(&gs[o..]).zip(&us[o..]).zip(&dy[o..])
-                            {
-                                let s = sigmoid(g);
-                                *d = dy * u * s * (T::one() + g * (T::one() - s));
-                            }
+                            gate_grad_row(out, &gs[o..], &us[o..], &dy[o..]);
                         });
                         Some(tensor(dg, g.shape())?)
                     } else {
@@ -69,9 +95,7 @@ impl SiluMul {
                         let mut du = super::linear::output::<T>(gs.len());
                         for_rows(&mut du, GRAIN, |i, out| {
                             let o = i * GRAIN;
-                            for ((d, &g), &dy) in out.iter_mut().zip(&gs[o..]).zip(&dy[o..]) {
-                                *d = dy * g * sigmoid(g);
-                            }
+                            up_grad_row(out, &gs[o..], &dy[o..]);
                         });
                         Some(tensor(du, u.shape())?)
                     } else {

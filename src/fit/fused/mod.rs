@@ -280,19 +280,19 @@ fn accumulate_product<T: Real>(
 /// time by what the CPU has, so its loops vectorise as wide as the machine allows. IEEE operations round the same
 /// at any vector width and Rust never fuses a multiply and an add, so the three give the same bits.
 macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident<T: Real>($($a:ident: $t:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<T: $bound:ident>($($a:ident: $t:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        $vis fn $name<T: Real>($($a: $t),*) $(-> $ret)? {
+        $vis fn $name<T: $bound>($($a: $t),*) $(-> $ret)? {
             #[inline(always)]
-            fn imp<T: Real>($($a: $t),*) $(-> $ret)? $body
+            fn imp<T: $bound>($($a: $t),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                fn avx512<T: Real>($($a: $t),*) $(-> $ret)? {
+                fn avx512<T: $bound>($($a: $t),*) $(-> $ret)? {
                     imp($($a),*)
                 }
                 #[target_feature(enable = "avx2")]
-                fn avx2<T: Real>($($a: $t),*) $(-> $ret)? {
+                fn avx2<T: $bound>($($a: $t),*) $(-> $ret)? {
                     imp($($a),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
