@@ -138,7 +138,11 @@ impl BenchArgs {
 pub fn run(args: BenchArgs) -> Result<()> {
     let opts = args.options();
     match &args.worker {
-        Some(spec) => abba::bench::serve_worker(spec, &opts),
+        Some(spec) => {
+            // A worker process runs one measurement, as a training job does.
+            abba::process::keep_freed_memory();
+            abba::bench::serve_worker(spec, &opts)
+        }
         None => abba::bench::run(&opts),
     }
 }

@@ -59,6 +59,7 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    abba::process::keep_freed_memory();
     let device = args.device.select()?;
     let section = ModelSection {
         path: Some(args.model.clone()),

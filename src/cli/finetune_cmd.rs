@@ -43,6 +43,10 @@ fn task_of(path: &std::path::Path) -> Result<String> {
 
 pub fn run(args: FinetuneArgs) -> Result<()> {
     let device = args.device.select()?;
+    if args.configs.len() == 1 {
+        // One job in this process: its peak memory figure stays its own.
+        abba::process::keep_freed_memory();
+    }
     let mut llm_runs = Vec::new();
     for path in &args.configs {
         match task_of(path)?.as_str() {
