@@ -145,13 +145,7 @@ impl AdapterWeights {
                 let t: Vec<&Tensor> = self.vars.iter().map(|v| v.as_tensor()).collect();
                 methods::chain::delta(&t, s.scale.value_for(&s.ranks))?
             }
-            Method::Dora(s) => methods::dora::delta(
-                w0,
-                self.t("A")?,
-                self.t("B")?,
-                self.t("magnitude")?,
-                s.scale.value(s.r),
-            )?,
+            Method::Dora(s) => methods::dora::delta(w0, &self.dora(s.scale.value(s.r))?)?,
             Method::Lokr(s) => {
                 let (w1, w2) = self.kron_parts()?;
                 methods::lokr::delta(&w1, &w2, s.scale())?
@@ -217,14 +211,7 @@ impl AdapterWeights {
                 ForwardPath::Materialised => product_t(x, &self.delta(w0)?),
             },
             Method::AbbaChain(_) | Method::Kradapter(_) => product_t(x, &self.delta(w0)?),
-            Method::Dora(s) => methods::dora::forward(
-                x,
-                w0,
-                self.t("A")?,
-                self.t("B")?,
-                self.t("magnitude")?,
-                s.scale.value(s.r),
-            ),
+            Method::Dora(s) => methods::dora::forward(x, w0, &self.dora(s.scale.value(s.r))?),
             Method::Lokr(s) => {
                 let (w1, w2) = self.kron_parts()?;
                 methods::lokr::forward(x, &w1, &w2, s.scale())
@@ -238,17 +225,21 @@ impl AdapterWeights {
     /// product rather than add to it (DoRA), when the adapter's input is x itself; `None` for the others.
     pub fn layer_output(&self, x: &Tensor, w0: &Tensor) -> Result<Option<Tensor>> {
         match &self.method {
-            Method::Dora(s) => methods::dora::layer(
-                x,
-                w0,
-                self.t("A")?,
-                self.t("B")?,
-                self.t("magnitude")?,
-                s.scale.value(s.r),
-            )
-            .map(Some),
+            Method::Dora(s) => {
+                methods::dora::layer(x, w0, &self.dora(s.scale.value(s.r))?).map(Some)
+            }
             _ => Ok(None),
         }
+    }
+
+    /// DoRA's factors at scale `s`.
+    fn dora(&self, s: f64) -> Result<methods::dora::Factors<'_>> {
+        Ok(methods::dora::Factors {
+            a: self.t("A")?,
+            b: self.t("B")?,
+            mag: self.t("magnitude")?,
+            s,
+        })
     }
 
     fn not_a_layer(&self) -> AbbaError {
