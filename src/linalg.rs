@@ -121,9 +121,11 @@ pub fn gemm_into<T: Real>(
 }
 
 /// As [`gemm_into`], on the calling thread only whatever [`set_threads`] says (for kernels that split the work
-/// between threads themselves). Each entry of the result is the same as [`gemm_into`]'s: faer splits a product
-/// between threads by rows and columns of the output, never along the inner dimension, which it walks in
-/// blocks of 512 whatever the output's shape.
+/// between threads themselves). Each entry of the result is the same as [`gemm_into`]'s for a matrix product:
+/// faer splits it between threads by rows and columns of the output, never along the inner dimension, which it
+/// walks in blocks of 512 whatever the output's shape. A matrix–vector product (one row or one column out) from
+/// [`PARALLEL_MIN_MACS`] multiply–adds up is the exception: faer splits its inner dimension between threads and
+/// adds the partial sums, so its last bits depend on the thread count.
 pub fn gemm_into_seq<T: Real>(
     dst: ArrayViewMut2<'_, T>,
     accumulate: bool,
@@ -137,7 +139,8 @@ pub fn gemm_into_seq<T: Real>(
 /// Products with fewer multiply–adds than this run on the calling thread even when allowed more: waking a
 /// sleeping thread costs tens of microseconds, as much as a product of this size takes on one core. Generation
 /// (a few rows per step through every projection) ran 1.4–1.9× faster in tokens/s with this floor than with every
-/// product split; training's products are far above it.
+/// product split. Most of training's products are far above it; the bench's rank-8 adapter products fall below it,
+/// and its step time did not move.
 pub const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 /// [`gemm_into`] on the calling thread alone when `parallel` is false (for small products that callers already

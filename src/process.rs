@@ -17,14 +17,15 @@ pub enum Memory {
 /// Keeps memory that training frees inside the process for its next step. glibc hands large blocks back to the
 /// kernel when they are freed (`mmap`ped blocks, and the heap's top past the trim threshold), so every step
 /// faulted its activations' pages in again, zero-filled by the kernel: about 5 % of a training step in `perf`.
-/// With both thresholds raised, the next step reuses the same pages; the peak resident memory does not change,
-/// since a step's blocks are all alive at once anyway. Only for processes that run one job: a study's per-run
+/// With both thresholds raised, the next step reuses the same pages. On the bench model the peak resident memory
+/// did not move (a step's blocks are alive at once anyway); heap fragmentation could raise it on other workloads. Only for processes that run one job: a study's per-run
 /// peak ([`RunPeak`]) would otherwise count memory an earlier run left behind. A no-op off glibc.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; glibc serialises it with allocation.
+    // SAFETY: mallopt only sets allocator parameters; callers run it at start-up, before other threads allocate.
     unsafe {
-        // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; blocks above it are rare here.
+        // 32 MiB is the largest mmap threshold glibc accepts on 64-bit; larger blocks (a big vocabulary's logits)
+        // are still mapped afresh each time. A rejected setting leaves glibc's default: nothing to report.
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }

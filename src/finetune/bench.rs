@@ -57,8 +57,9 @@ impl Default for FinetuneBenchSpec {
     }
 }
 
-/// The methods the training benchmark compares, at equal budget per projection: LoRA r = 8, HiRA r = 8,
-/// ABBA r1 = r2 = 4 (8·(m+n) parameters each), and full fine-tuning. All seven projections are adapted.
+/// The methods the training benchmark compares: LoRA r = 8, HiRA r = 8 and ABBA r1 = r2 = 4 at equal budget per
+/// projection (8·(m+n) parameters each), DoRA r = 8 (LoRA's plus an m-vector of magnitudes), and full
+/// fine-tuning. All seven projections are adapted.
 pub const FINETUNE_METHODS: [&str; 5] = ["lora", "hira", "abba", "dora", "full"];
 
 /// The `[adapter]` section of a benchmark method (one of [`FINETUNE_METHODS`]); defaults elsewhere (α = 16).
@@ -381,7 +382,15 @@ mod tests {
         };
         assert_eq!(budget("lora"), budget("abba"));
         assert_eq!(budget("lora"), budget("hira"));
-        assert!(bench_adapter("dora").is_err());
+        // DoRA adds one magnitude per output feature of each adapted projection.
+        let s = FinetuneBenchSpec::default().shape;
+        let kv = s.num_key_value_heads * s.hidden_size / s.num_attention_heads;
+        let outputs = 3 * s.hidden_size + 2 * kv + 2 * s.intermediate_size;
+        assert_eq!(
+            budget("dora"),
+            budget("lora") + s.num_hidden_layers * outputs
+        );
+        assert!(bench_adapter("loha").is_err());
     }
 
     #[test]

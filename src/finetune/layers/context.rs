@@ -34,12 +34,12 @@ impl ForwardCtx {
         self.train
     }
 
-    /// Inverted dropout with probability `p`: kept entries are scaled by 1/(1−p) so the expectation is unchanged.
     /// Whether [`Self::dropout`] with probability `p` changes its input (training only).
     pub fn drops(&self, p: f32) -> bool {
         self.train && p > 0.0
     }
 
+    /// Inverted dropout with probability `p`: kept entries are scaled by 1/(1−p) so the expectation is unchanged.
     pub fn dropout(&self, x: &Tensor, p: f32) -> Result<Tensor> {
         if !self.drops(p) {
             return Ok(x.clone());

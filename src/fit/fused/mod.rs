@@ -276,8 +276,9 @@ fn accumulate_product<T: Real>(
     }
 }
 
-/// Defines a generic element-wise row function compiled three times (AVX-512, AVX2, baseline) and picked at run
-/// time by what the CPU has, so its loops vectorise as wide as the machine allows. IEEE operations round the same
+/// Defines a row kernel — non-generic, or generic over one `T` bounded by a single trait named by one identifier
+/// (`T: Real`, `T: Elem`) — compiled three times (AVX-512, AVX2, baseline) and picked at run time by what the CPU
+/// has, so its loops vectorise as wide as the machine allows. IEEE operations round the same
 /// at any vector width and Rust never fuses a multiply and an add, so the three give the same bits.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident<T: $bound:ident>($($a:ident: $t:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
