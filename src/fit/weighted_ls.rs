@@ -627,18 +627,22 @@ mod tests {
     use super::*;
     use rand::Rng;
 
-    /// Eight random r×r systems: SPD ones (M·Mᵀ plus a shift; a tiny one in every third lane, so some are
-    /// ill-conditioned) and, in lane `bad`, one whose last pivot is negative.
+    /// Eight random r×r systems: SPD ones (M·Mᵀ plus a shift; in every third lane M has only r/2 columns and the
+    /// shift is 10⁻⁹, so those are nearly singular) and, in lane `bad`, one whose last pivot is negative.
     fn systems(r: usize, bad: Option<usize>, seed: u64) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let mut rng = crate::rng::seeded(seed);
         let (mut gs, mut bs) = (Vec::new(), Vec::new());
         for lane in 0..LANES {
             let m: Vec<f64> = (0..r * r).map(|_| rng.random_range(-1.0..1.0)).collect();
-            let shift = if lane % 3 == 0 { 1e-9 } else { 0.5 };
+            let (cols, shift) = if lane % 3 == 0 {
+                ((r / 2).max(1), 1e-9)
+            } else {
+                (r, 0.5)
+            };
             let mut g = vec![0.0; r * r];
             for i in 0..r {
                 for j in 0..r {
-                    g[i * r + j] = (0..r).map(|k| m[i * r + k] * m[j * r + k]).sum::<f64>();
+                    g[i * r + j] = (0..cols).map(|k| m[i * r + k] * m[j * r + k]).sum::<f64>();
                 }
                 g[i * r + i] += shift;
             }

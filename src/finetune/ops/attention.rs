@@ -380,6 +380,10 @@ mod tests {
             (4, 4, 5, 5, Some(3)),
             (6, 2, 3, 7, None),
             (2, 1, 4, 9, Some(4)),
+            // Rows longer than the softmax's sixteen lanes, with and without a remainder.
+            (2, 1, 40, 40, None),
+            (2, 2, 5, 37, None),
+            (2, 1, 24, 24, Some(20)),
         ];
         for dtype in DTYPES {
             for (i, &(h, kvh, t, tk, window)) in cases.iter().enumerate() {

@@ -289,5 +289,16 @@ pub(crate) mod check {
         assert!(worst < 4e-7, "relative error {worst}");
         assert!(super::exp_f32(-1e4) >= 0.0 && super::exp_f32(-1e4) < 1e-37);
         assert!(super::exp_f32(f32::NEG_INFINITY) < 1e-37);
+        // The clamp's ends: the smallest and largest k the exponent bits are built from.
+        for x in [-87.3f32, 88.3] {
+            let (got, want) = (super::exp_f32(x) as f64, (x as f64).exp());
+            assert!(
+                ((got - want) / want).abs() < 4e-7,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        let big = super::exp_f32(f32::INFINITY);
+        assert!(big.is_finite() && big > 2e38, "exp(+inf) = {big}");
+        assert!(super::exp_f32(f32::NAN).is_nan());
     }
 }
