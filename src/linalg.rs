@@ -123,9 +123,9 @@ pub fn gemm_into<T: Real>(
 /// As [`gemm_into`], on the calling thread only whatever [`set_threads`] says (for kernels that split the work
 /// between threads themselves). Each entry of the result is the same as [`gemm_into`]'s for a matrix product:
 /// faer splits it between threads by rows and columns of the output, never along the inner dimension, which it
-/// walks in blocks of 512 whatever the output's shape. A matrix–vector product (one row or one column out) from
-/// [`PARALLEL_MIN_MACS`] multiply–adds up is the exception: faer splits its inner dimension between threads and
-/// adds the partial sums, so its last bits depend on the thread count.
+/// walks in blocks of 512 whatever the output's shape. (For a matrix–vector product — one row or one column out —
+/// faer would split the inner dimension between threads and add the partial sums, so [`gemm_into_par`] runs those
+/// on one thread.)
 pub fn gemm_into_seq<T: Real>(
     dst: ArrayViewMut2<'_, T>,
     accumulate: bool,
@@ -145,7 +145,8 @@ pub const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 /// [`gemm_into`] on the calling thread alone when `parallel` is false (for small products that callers already
 /// run in parallel with each other); with `parallel` true it uses the threads [`set_threads`] allows, from
-/// [`PARALLEL_MIN_MACS`] multiply–adds up.
+/// [`PARALLEL_MIN_MACS`] multiply–adds up, except for matrix–vector products, which stay on one thread so that
+/// their sums do not depend on the thread count.
 pub fn gemm_into_par<T: Real>(
     mut dst: ArrayViewMut2<'_, T>,
     accumulate: bool,
@@ -177,7 +178,12 @@ pub fn gemm_into_par<T: Real>(
         as_faer(&a),
         as_faer(&b),
         alpha,
-        if parallel && a.nrows() * a.ncols() * b.ncols() >= PARALLEL_MIN_MACS {
+        // One row or column out: faer would split the inner dimension between threads (see gemm_into_seq).
+        if parallel
+            && a.nrows() > 1
+            && b.ncols() > 1
+            && a.nrows() * a.ncols() * b.ncols() >= PARALLEL_MIN_MACS
+        {
             par()
         } else {
             Par::Seq
@@ -360,4 +366,33 @@ pub fn singular_values<T: Real>(a: ArrayView2<'_, T>) -> Result<Array1<T>, AbbaE
             what: format!("singular values of a {m}×{n} matrix ({e:?})"),
         })?;
     Ok(Array1::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A product with one output row or column sums its whole inner dimension per entry; summed on one thread or
+    /// split between two, its bits must be the same (the study runners and `abba fit` promise thread-count
+    /// independence).
+    #[test]
+    fn a_matrix_vector_product_is_the_same_at_any_thread_count() {
+        let k = PARALLEL_MIN_MACS + 12_345;
+        let x = Array2::from_shape_fn((1, k), |(_, j)| ((j * 7_919) % 1_000) as f32 / 999.0 - 0.5);
+        let y = Array2::from_shape_fn((k, 2), |(j, c)| {
+            ((j * 104_729 + c) % 997) as f32 / 996.0 - 0.5
+        });
+        let at = |threads: usize| {
+            let _scope = threads_scope(threads);
+            // A row out (1×k · k×1) and a column out (2×k · k×1, through the transposes).
+            let row = gemm(x.view(), y.slice(ndarray::s![.., 0..1]));
+            let col = gemm(y.t(), x.t());
+            (
+                row[[0, 0]].to_bits(),
+                col[[0, 0]].to_bits(),
+                col[[1, 0]].to_bits(),
+            )
+        };
+        assert_eq!(at(1), at(2));
+    }
 }
