@@ -38,18 +38,24 @@ impl AdaptedLinear {
         let n_in = *dims.last().unwrap_or(&0);
         let rows = x.elem_count() / n_in.max(1);
         let x2 = x.reshape((rows, n_in))?;
-        let whole = match &self.adapter {
-            Some(adapter) if !ctx.drops(self.dropout) => adapter.layer_output(&x2, &self.weight)?,
-            _ => None,
-        };
-        let mut y = match (&self.adapter, whole) {
-            (_, Some(y)) => y,
-            (Some(adapter), None) => {
-                let xd = ctx.dropout(&x2, self.dropout)?;
-                let delta = adapter.forward(&xd, &self.weight)?;
-                super::frozen::linear_t_plus(&x2, &self.weight, &delta)?
+        let mut y = match &self.adapter {
+            None => super::frozen::linear_t(&x2, &self.weight)?,
+            Some(adapter) => {
+                // A method that rescales the frozen product (DoRA) gives the whole output when x is undropped.
+                let whole = if ctx.drops(self.dropout) {
+                    None
+                } else {
+                    adapter.layer_output(&x2, &self.weight)?
+                };
+                match whole {
+                    Some(y) => y,
+                    None => {
+                        let xd = ctx.dropout(&x2, self.dropout)?;
+                        let delta = adapter.forward(&xd, &self.weight)?;
+                        super::frozen::linear_t_plus(&x2, &self.weight, &delta)?
+                    }
+                }
             }
-            (None, None) => super::frozen::linear_t(&x2, &self.weight)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
