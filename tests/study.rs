@@ -149,6 +149,58 @@ fn same_spec_and_seed_give_identical_rows_at_any_thread_count() {
     assert_eq!(rows[0], rows[1]);
 }
 
+/// ABBA `full` at budget 4 and `half` at budget 8 are the same fit (r1 = r2 = 4): the runner fits it once and
+/// records it under both labels, with the numbers the half-rule run gets when it is the only run of its study.
+#[test]
+fn runs_differing_only_in_rule_and_budget_share_one_fit_with_the_numbers_it_gets_alone() {
+    let dir = scratch("shared-fit");
+    let run_spec = |name: &str, text: &str| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        let out = sub.join("out");
+        let o = run(&mut study(&write_spec(&sub, text), &out, &["--no-report"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        read_records(&out.join("results.csv")).unwrap()
+    };
+    let both = run_spec("both", SMALL);
+    let alone = run_spec(
+        "alone",
+        &SMALL.replace("ranks = [4, 8]", "ranks = [8]").replace(
+            r#"abba_rules = ["half", "full"]"#,
+            r#"abba_rules = ["half"]"#,
+        ),
+    );
+    let halves: Vec<&RunRecord> = alone
+        .iter()
+        .filter(|r| r.method == "abba" && r.rule == "half")
+        .collect();
+    assert_eq!(halves.len(), 8); // 2 targets × 2 seeds × 2 solvers
+    for half in halves {
+        let same = |a: &RunRecord, b: &RunRecord| {
+            deterministic_rows(std::slice::from_ref(a))
+                == deterministic_rows(std::slice::from_ref(b))
+        };
+        let in_both = both.iter().find(|r| r.run_id == half.run_id).unwrap();
+        assert!(same(in_both, half), "{in_both:?}\n{half:?}");
+        let full = both
+            .iter()
+            .find(|r| {
+                r.rule == "full"
+                    && r.budget_rank == 4
+                    && (&r.target, r.seed, &r.solver) == (&half.target, half.seed, &half.solver)
+            })
+            .unwrap();
+        assert_ne!(full.run_id, half.run_id);
+        assert_eq!(
+            (full.r1, full.r2, full.params),
+            (half.r1, half.r2, half.params)
+        );
+        assert_eq!((full.error, full.steps), (in_both.error, in_both.steps));
+        // One fit, so one measured time (two fits never take the same nanoseconds).
+        assert_eq!(full.wall_s, in_both.wall_s);
+    }
+}
+
 #[test]
 fn a_killed_sweep_resumes_with_no_duplicate_or_missing_row() {
     let dir = scratch("kill");

@@ -77,6 +77,23 @@ pub struct RunOutput {
     pub spectrum: Vec<SpectrumPoint>,
 }
 
+impl RunOutput {
+    /// This run's results under `c`, a configuration with the same [`RunConfig::fit_key`]: only the labels (run
+    /// id, rule, budget, config) change. Its time and memory are those of the fit it shares.
+    pub fn relabelled(&self, c: &RunConfig) -> RunOutput {
+        let mut record = self.record.clone();
+        record.run_id = c.id();
+        record.rule = c.rule.clone().unwrap_or_default();
+        record.budget_rank = c.budget_rank;
+        record.config = c.json();
+        RunOutput {
+            record,
+            curve: self.curve.clone(),
+            spectrum: self.spectrum.clone(),
+        }
+    }
+}
+
 /// A method whose initialisation changes the base (PiSSA, OLoRA, most of ABBA's Table 3 inits) reaches
 /// ΔW(θ) − ΔW(θ₀) relative to the original W0: it is fitted to the shifted target T + ΔW(θ₀), from θ₀, and its
 /// update is reported relative to W0. Returns ΔW(θ₀) and the starting adapter, or None for the other methods.

@@ -44,6 +44,18 @@ impl RunConfig {
         serde_json::to_string(self).expect("a run configuration always serialises")
     }
 
+    /// What the fit depends on: the configuration without the labels the grid gave it (the rule and budget that
+    /// sized the method). Runs with the same key compute the same numbers, e.g. ABBA `full` at budget r and `half`
+    /// at budget 2r are both r1 = r2 = r; the runner fits such a group once.
+    pub fn fit_key(&self) -> String {
+        RunConfig {
+            rule: None,
+            budget_rank: 0,
+            ..self.clone()
+        }
+        .json()
+    }
+
     /// 64-bit FNV-1a of the JSON, as 16 hex digits: stable across versions, platforms and runs.
     pub fn id(&self) -> String {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -1,13 +1,14 @@
 //! Executes a study: expand, shard, skip what is done, run the rest in parallel with a progress bar, append each
 //! record as it finishes.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::execute::{TargetCache, run_one};
+use super::execute::{RunOutput, TargetCache, run_one};
 use super::grid::{RunConfig, expand, shard};
 use super::record::{RunRecord, Status};
 use super::spec::StudySpec;
@@ -112,20 +113,21 @@ pub fn run_study(
         );
         bar.set_prefix(spec.name.clone());
     }
-    // Runs are the unit of parallelism: one worker per core takes the most expensive run left, and each fit's
+    // Fits are the unit of parallelism: one worker per core takes the most expensive fit left, and each fit's
     // linear algebra stays on its worker's thread so the two levels never oversubscribe the cores. Once no run
     // is left to start, the runs still going share the idle cores (the fused kernels and ALS solves give the
-    // same numbers at any thread count; everything else stays on one thread).
+    // same numbers at any thread count; everything else stays on one thread). Runs that differ only in their
+    // labels share one fit.
     let cores = rayon::current_num_threads().max(1);
-    let order = longest_first(&pending);
-    let queue = Mutex::new(order.into_iter());
+    let jobs = same_fit_groups(&pending);
+    let fits = jobs.len();
+    let queue = Mutex::new(jobs.into_iter());
     let busy = Mutex::new(0usize);
     let threads = crate::linalg::threads_scope(1);
     crate::fit::fused::set_threads(1);
     let cache = TargetCache::default();
     let write_lock = Mutex::new(());
-    let run = |config: &RunConfig| -> Result<RunRecord> {
-        let out = run_one(&spec.name, config, &cache);
+    let save = |out: &RunOutput| -> Result<RunRecord> {
         let _guard = write_lock.lock().expect("write lock");
         store.write_artifacts(&out.record.run_id, &out.curve, &out.spectrum)?;
         store.append(&out.record)?;
@@ -134,7 +136,16 @@ pub fn run_study(
             out.record.target, out.record.method, out.record.budget_rank, out.record.error
         ));
         bar.inc(1);
-        Ok(out.record)
+        Ok(out.record.clone())
+    };
+    // One fit per group; its other members get the same results under their own labels.
+    let run = |group: &[usize]| -> Vec<(usize, Result<RunRecord>)> {
+        let out = run_one(&spec.name, &pending[group[0]], &cache);
+        let mut saved = vec![(group[0], save(&out))];
+        for &i in &group[1..] {
+            saved.push((i, save(&out.relabelled(&pending[i]))));
+        }
+        saved
     };
     let worker = || {
         let mut done = Vec::new();
@@ -151,17 +162,15 @@ pub fn run_study(
                 }
                 next
             };
-            let Some(i) = next else { break };
-            done.push((i, run(&pending[i])));
+            let Some(group) = next else { break };
+            done.extend(run(&group));
             *busy.lock().expect("scheduler lock") -= 1;
         }
         done
     };
-    let mut outcomes: Vec<(usize, Result<RunRecord>)> = if cores > 1 && pending.len() > 1 {
+    let mut outcomes: Vec<(usize, Result<RunRecord>)> = if cores > 1 && fits > 1 {
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..cores.min(pending.len()))
-                .map(|_| scope.spawn(worker))
-                .collect();
+            let handles: Vec<_> = (0..cores.min(fits)).map(|_| scope.spawn(worker)).collect();
             handles
                 .into_iter()
                 .flat_map(|h| h.join().expect("study worker panicked"))
@@ -215,10 +224,25 @@ pub fn estimated_cost(c: &RunConfig) -> f64 {
     fit + 10.0 * mn * m.min(n)
 }
 
-/// Indices of `runs`, most expensive first (ties in grid order).
-fn longest_first(runs: &[RunConfig]) -> Vec<usize> {
-    let costs: Vec<f64> = runs.iter().map(estimated_cost).collect();
-    let mut order: Vec<usize> = (0..runs.len()).collect();
+/// Indices of `runs` grouped by [`RunConfig::fit_key`] (each group in grid order), the groups most expensive
+/// first (ties in grid order of their first run).
+fn same_fit_groups(runs: &[RunConfig]) -> Vec<Vec<usize>> {
+    let mut slot: HashMap<String, usize> = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        match slot.entry(run.fit_key()) {
+            Entry::Occupied(g) => groups[*g.get()].push(i),
+            Entry::Vacant(v) => {
+                v.insert(groups.len());
+                groups.push(vec![i]);
+            }
+        }
+    }
+    let costs: Vec<f64> = groups.iter().map(|g| estimated_cost(&runs[g[0]])).collect();
+    let mut order: Vec<usize> = (0..groups.len()).collect();
     order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]));
     order
+        .into_iter()
+        .map(|g| std::mem::take(&mut groups[g]))
+        .collect()
 }
