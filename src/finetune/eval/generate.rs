@@ -2,9 +2,11 @@
 //! one token per step against it. Padding is masked and each row keeps its own positions, so a row's tokens are
 //! those it would get alone. Rows that finish (EOS or their token budget) leave the batch, and the cache drops
 //! them, so they cost nothing afterwards. On the CPU the prompts are run one at a time (no work on padding; the
-//! activations stay in cache) and stacked; elsewhere in one padded batch.
+//! activations stay in cache) and stacked, and the batch is shared between the threads part by part; elsewhere
+//! in one padded batch.
 
 use candle_core::{D, Tensor};
+use rayon::prelude::*;
 
 use crate::error::{AbbaError, Result};
 use crate::finetune::layers::ForwardCtx;
@@ -21,19 +23,44 @@ pub fn greedy(model: &Llama, prompt: &[u32], max_new: usize, eos: Option<u32>) -
         .unwrap_or_default())
 }
 
-/// [`greedy`] for several prompts at once, as one batch: returns each prompt's new tokens, in order.
-pub fn greedy_batch<P: AsRef<[u32]>>(
+/// [`greedy`] for several prompts at once, as one batch: returns each prompt's new tokens, in order. On the CPU
+/// with several threads the batch is cut into one part per thread, each generated on its own core: a decoding
+/// step's products are too small to share between cores (waking a second thread costs more than it saves), and
+/// rows never depend on each other.
+pub fn greedy_batch<P: AsRef<[u32]> + Sync>(
     model: &Llama,
     prompts: &[P],
     max_new: usize,
     eos: Option<u32>,
 ) -> Result<Vec<Vec<u32>>> {
-    let prefill = if model.device().is_cpu() {
-        Prefill::Rows
-    } else {
-        Prefill::Padded
-    };
-    generate(model, prompts, max_new, eos, prefill)
+    if !model.device().is_cpu() {
+        return generate(model, prompts, max_new, eos, Prefill::Padded);
+    }
+    generate_in_parts(model, prompts, max_new, eos, crate::linalg::thread_count())
+}
+
+/// The CPU batch cut into `parts` consecutive parts (at most one per prompt), generated in parallel.
+fn generate_in_parts<P: AsRef<[u32]> + Sync>(
+    model: &Llama,
+    prompts: &[P],
+    max_new: usize,
+    eos: Option<u32>,
+    parts: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let parts = parts.min(prompts.len()).max(1);
+    if parts == 1 {
+        return generate(model, prompts, max_new, eos, Prefill::Rows);
+    }
+    let per_part = prompts.len().div_ceil(parts);
+    let outs: Vec<Result<Vec<Vec<u32>>>> = prompts
+        .par_chunks(per_part)
+        .map(|part| generate(model, part, max_new, eos, Prefill::Rows))
+        .collect();
+    let mut all = Vec::with_capacity(prompts.len());
+    for out in outs {
+        all.extend(out?);
+    }
+    Ok(all)
 }
 
 /// How the prompts enter the cache.
@@ -180,5 +207,29 @@ mod tests {
         assert_eq!(rows, padded);
         assert_eq!(rows[1].len(), 3);
         assert!(rows.iter().any(|r| r.len() == 10));
+    }
+
+    /// However the batch is cut between threads, every prompt gets the tokens it gets alone.
+    #[test]
+    fn a_batch_cut_into_parts_generates_each_prompt_as_alone() {
+        let model = tiny_llama();
+        let prompts: Vec<Vec<u32>> = (0..5u32)
+            .map(|i| (0..2 + 3 * i).map(|j| 1 + (i * 31 + j * 7) % 90).collect())
+            .collect();
+        let alone: Vec<Vec<u32>> = prompts
+            .iter()
+            .map(|p| {
+                generate(&model, &[p], 8, None, Prefill::Rows)
+                    .unwrap()
+                    .remove(0)
+            })
+            .collect();
+        for parts in [1, 2, 3, 5, 9] {
+            assert_eq!(
+                generate_in_parts(&model, &prompts, 8, None, parts).unwrap(),
+                alone,
+                "{parts} parts"
+            );
+        }
     }
 }
