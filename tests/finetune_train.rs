@@ -4,7 +4,7 @@
 
 mod hf_common;
 
-use hf_common::{check_gradients, fixture, max_abs, randn};
+use hf_common::{check_gradients, fixture, max_abs, max_abs_diff, randn};
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,10 @@ use abba::finetune::arith::arithmetic_problems;
 use abba::finetune::data::{Encoded, PromptStyle, encode_example};
 use abba::finetune::layers::{AdapterWeights, ForwardCtx};
 use abba::finetune::model::{Checkpoint, Llama};
+use abba::finetune::optim::GradAccumulator;
 use abba::finetune::tokenizer::{SpecialIds, TextTokenizer};
-use abba::finetune::train::{TrainConfig, TrainSetup, train};
+use abba::finetune::train::shards::loss_and_grads;
+use abba::finetune::train::{Shards, TrainConfig, TrainSetup, train};
 use abba::rng::seeded;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
@@ -367,4 +369,86 @@ fn tempdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// A sharded step is the one-pass step cut into parts: with each shard's mean loss weighted by its share of the
+/// batch's loss tokens (rows of different lengths and prompt masks here), the parts add up to the one-pass loss
+/// and gradients, for every adapter kind and for full fine-tuning.
+#[test]
+fn sharded_loss_and_gradients_add_up_to_the_one_pass_ones() {
+    let (enc, pad) = data(5);
+    let rows: Vec<&Encoded> = enc.iter().collect();
+    let lengths: std::collections::HashSet<usize> = enc.iter().map(|e| e.ids.len()).collect();
+    assert!(
+        lengths.len() > 1,
+        "rows of one length would not test the weighting"
+    );
+    for method in ["lora", "abba", "hira", "dora", "full"] {
+        let mut m = tiny();
+        let (vars, _) = inject(&mut m, &adapter(method), 7).unwrap();
+        let vars: Vec<Var> = vars.into_iter().map(|(_, v)| v).collect();
+        let summed = |parts| {
+            let mut acc = GradAccumulator::new(&vars);
+            acc.add_parts(parts).unwrap();
+            acc.take().unwrap()
+        };
+        let acc = GradAccumulator::new(&vars);
+        let (one_loss, one) = loss_and_grads(&m, &acc, &rows, pad, Shards::Count(1), 3, 2).unwrap();
+        assert_eq!(one.len(), 1);
+        let one = summed(one);
+        for shards in [
+            Shards::Count(2),
+            Shards::Count(5),
+            Shards::Count(9),
+            Shards::Auto,
+        ] {
+            let (loss, parts) = loss_and_grads(&m, &acc, &rows, pad, shards, 3, 2).unwrap();
+            let expected_parts = shards.count(&Device::Cpu).min(rows.len());
+            assert_eq!(
+                parts.len(),
+                rows.len().div_ceil(rows.len().div_ceil(expected_parts))
+            );
+            assert!(
+                (loss - one_loss).abs() <= 1e-5 * one_loss.abs(),
+                "{method} {shards}: loss {loss} vs {one_loss}"
+            );
+            assert!(
+                one.iter().any(|g| max_abs(g) > 0.0),
+                "{method}: no gradient at all"
+            );
+            for (g, g1) in summed(parts).iter().zip(&one) {
+                // LoRA's A starts with zero gradient (B = 0): then both must be exactly zero.
+                let scale = max_abs(g1);
+                let diff = max_abs_diff(g, g1) as f64;
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{method} {shards}: gradient off by {diff} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn shards_read_as_auto_or_a_positive_count() {
+    let cfg: TrainConfig = toml::from_str("shards = 3").unwrap();
+    assert_eq!(cfg.shards, Shards::Count(3));
+    let cfg: TrainConfig = toml::from_str("shards = \"auto\"").unwrap();
+    assert_eq!(cfg.shards, Shards::Auto);
+    assert_eq!(TrainConfig::default().shards, Shards::Auto);
+    for bad in ["shards = 0", "shards = -2", "shards = \"many\""] {
+        let err = toml::from_str::<TrainConfig>(bad).unwrap_err().to_string();
+        assert!(err.contains("`auto` or a whole number"), "{bad}: {err}");
+    }
+    // One pass is left out of serialised settings (ids hashed before shards existed meant one pass); others not.
+    let one = TrainConfig {
+        shards: Shards::Count(1),
+        ..Default::default()
+    };
+    assert!(!serde_json::to_string(&one).unwrap().contains("shards"));
+    assert!(
+        serde_json::to_string(&TrainConfig::default())
+            .unwrap()
+            .contains("\"shards\":\"auto\"")
+    );
 }

@@ -44,6 +44,8 @@ struct Row {
     total_params: u64,
     batch: usize,
     seq: usize,
+    /// Parallel shards of each batch (ours; PyTorch runs the batch in one pass: 1).
+    shards: usize,
     warmup: usize,
     steps: usize,
     ms_per_step: f64,
@@ -62,6 +64,7 @@ fn spec(opts: &BenchOptions) -> FinetuneBenchSpec {
     let mut spec = FinetuneBenchSpec {
         batch: opts.batch,
         seq: opts.seq,
+        shards: opts.shards,
         warmup: opts.warmup,
         steps: opts.steps,
         ..Default::default()
@@ -120,6 +123,7 @@ pub(super) fn run(opts: &BenchOptions) -> Result<()> {
         ("warmup", opts.warmup.to_string()),
         ("batch", opts.batch.to_string()),
         ("seq", opts.seq.to_string()),
+        ("shards", opts.shards.to_string()),
     ]);
     let mut out = Vec::new();
     for method in &opts.methods {
@@ -149,34 +153,41 @@ pub(super) fn run(opts: &BenchOptions) -> Result<()> {
                 .context("the PyTorch training step")
                 .inspect_err(|e| child::warn_skipped(e, "torch, transformers and peft"))
                 .ok();
-        let row = |m: &child::Measured<Measure>, version: String, vs: Option<f64>| {
-            let v = &m.value;
-            Row {
-                implementation: v.implementation.clone(),
-                method: method.clone(),
-                ranks: ranks.clone(),
-                trainable_params: v.trainable_params,
-                total_params: v.total_params,
-                batch: spec.batch,
-                seq: spec.seq,
-                warmup: spec.warmup,
-                steps: spec.steps,
-                ms_per_step: round(v.ms_per_step, 1),
-                tokens_per_s: round(v.tokens_per_s, 1),
-                speed_vs_pytorch: vs.map(|x| round(x, 3)),
-                peak_rss_mib: round(v.peak_rss_mib, 1),
-                baseline_rss_mib: round(v.baseline_rss_mib, 1),
-                peak_over_baseline_mib: round(v.peak_rss_mib - v.baseline_rss_mib, 1),
-                threads: v.threads,
-                other_load_cores: m.other_load_cores,
-                final_loss: round(v.final_loss, 4),
-                version,
-            }
-        };
+        let row =
+            |m: &child::Measured<Measure>, version: String, vs: Option<f64>, shards: usize| {
+                let v = &m.value;
+                Row {
+                    implementation: v.implementation.clone(),
+                    method: method.clone(),
+                    ranks: ranks.clone(),
+                    trainable_params: v.trainable_params,
+                    total_params: v.total_params,
+                    batch: spec.batch,
+                    seq: spec.seq,
+                    shards,
+                    warmup: spec.warmup,
+                    steps: spec.steps,
+                    ms_per_step: round(v.ms_per_step, 1),
+                    tokens_per_s: round(v.tokens_per_s, 1),
+                    speed_vs_pytorch: vs.map(|x| round(x, 3)),
+                    peak_rss_mib: round(v.peak_rss_mib, 1),
+                    baseline_rss_mib: round(v.baseline_rss_mib, 1),
+                    peak_over_baseline_mib: round(v.peak_rss_mib - v.baseline_rss_mib, 1),
+                    threads: v.threads,
+                    other_load_cores: m.other_load_cores,
+                    final_loss: round(v.final_loss, 4),
+                    version,
+                }
+            };
         let vs = torch
             .as_ref()
             .map(|t| ours.value.tokens_per_s / t.value.tokens_per_s);
-        out.push(row(&ours, ours_ver.clone(), vs));
+        out.push(row(
+            &ours,
+            ours_ver.clone(),
+            vs,
+            spec.shards.count(&candle_core::Device::Cpu),
+        ));
         if let Some(t) = &torch {
             let path = t
                 .value
@@ -187,6 +198,7 @@ pub(super) fn run(opts: &BenchOptions) -> Result<()> {
                 t,
                 format!("{}{path}", t.value.versions.label()),
                 Some(1.0),
+                1,
             ));
         }
     }

@@ -54,6 +54,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub batch: usize,
     pub seq: usize,
+    /// finetune: shards per batch (`[train] shards`) on our side.
+    pub shards: crate::finetune::train::Shards,
     /// layer: size × size, r1 = r2, input rows per configuration, timed and untimed passes.
     pub layer_size: usize,
     pub layer_rank: usize,

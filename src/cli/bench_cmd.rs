@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// finetune: tokens per sequence.
     #[arg(long, default_value_t = 128)]
     pub seq: usize,
+    /// finetune: our batch cut into this many shards run in parallel (`auto` or a count), as `[train] shards`.
+    #[arg(long, default_value = "auto")]
+    pub shards: abba::finetune::train::Shards,
     /// layer: the layer is size × size.
     #[arg(long, default_value_t = 4096)]
     pub layer_size: usize,
@@ -125,6 +128,7 @@ impl BenchArgs {
             warmup: self.warmup,
             batch: self.batch,
             seq: self.seq,
+            shards: self.shards,
             layer_size: self.layer_size,
             layer_rank: self.layer_rank,
             layer_batches: self.layer_batches.clone(),

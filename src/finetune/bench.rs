@@ -14,13 +14,13 @@ use crate::adapter::{AbbaSpec, ForwardPath, Method};
 use crate::error::{AbbaError, Result};
 use crate::finetune::adapters::config::AdapterSection;
 use crate::finetune::adapters::inject::inject;
-use crate::finetune::data::{Encoded, collate};
-use crate::finetune::eval::loss::{batch_tensors, masked_cross_entropy};
+use crate::finetune::data::Encoded;
+
 use crate::finetune::layers::AdapterWeights;
-use crate::finetune::layers::ForwardCtx;
 use crate::finetune::layers::frozen::linear_t_plus;
 use crate::finetune::model::{Llama, LlamaShape, ModelConfig};
 use crate::finetune::optim::{AdamW, AdamWConfig, GradAccumulator};
+use crate::finetune::train::shards::loss_and_grads;
 use crate::rng::{SeededRng, derive, seeded};
 
 /// The training benchmark: a random Llama of `shape`, one fixed batch of random token ids (every target counts in
@@ -30,6 +30,8 @@ pub struct FinetuneBenchSpec {
     pub shape: LlamaShape,
     pub batch: usize,
     pub seq: usize,
+    /// Shards of the batch run in parallel ([`crate::finetune::train::TrainConfig::shards`]).
+    pub shards: crate::finetune::train::Shards,
     pub warmup: usize,
     pub steps: usize,
     pub seed: u64,
@@ -50,6 +52,7 @@ impl Default for FinetuneBenchSpec {
             },
             batch: 8,
             seq: 128,
+            shards: crate::finetune::train::TrainConfig::default().shards,
             warmup: 2,
             steps: 10,
             seed: 0,
@@ -141,17 +144,15 @@ pub fn finetune_steps(spec: &FinetuneBenchSpec, method: &str) -> Result<Finetune
             loss_mask: vec![1.0; spec.seq + 1],
         })
         .collect();
-    let batch = collate(&rows.iter().collect::<Vec<_>>(), 0);
-    let (x, y, mask) = batch_tensors(&model, &batch)?;
-
-    let ctx = ForwardCtx::train(derive(spec.seed, 3));
+    let rows: Vec<&Encoded> = rows.iter().collect();
+    // The training loop's own step (trainer.rs), sharding included.
     let mut step = || -> Result<f64> {
-        let logits = model.forward(&x, &ctx, None)?;
-        let loss = masked_cross_entropy(&logits, &y, &mask)?;
         let mut acc = GradAccumulator::new(&vars);
-        acc.add(&loss.backward()?)?;
+        let (loss, parts) =
+            loss_and_grads(&model, &acc, &rows, 0, spec.shards, derive(spec.seed, 3), 1)?;
+        acc.add_parts(parts)?;
         opt.step(&acc.take()?, 1e-3)?;
-        Ok(loss.to_scalar::<f32>()? as f64)
+        Ok(loss)
     };
     for _ in 0..spec.warmup {
         step()?;
@@ -410,6 +411,7 @@ mod tests {
             warmup: 0,
             steps: 2,
             seed: 0,
+            ..Default::default()
         };
         let r = finetune_steps(&spec, "abba").unwrap();
         assert_eq!(r.tokens_per_step, 16);

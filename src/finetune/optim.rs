@@ -399,13 +399,36 @@ impl GradAccumulator {
 
     /// Adds one backward pass's gradients; a var absent from `grads` (unused by the loss) contributes zero.
     pub fn add(&mut self, grads: &GradStore) -> Result<()> {
-        for (var, sum) in self.vars.iter().zip(self.sums.iter_mut()) {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                let g = g.to_dtype(DType::F32)?;
-                *sum = Some(match sum.take() {
-                    Some(s) => (s + g)?,
-                    None => g,
-                });
+        let picked = self.pick(grads)?;
+        self.add_parts(vec![picked])
+    }
+
+    /// The vars' gradients in `grads`, in f32 (None for a var the loss did not use): all of a backward pass
+    /// that [`Self::add_parts`] needs, so the rest of its store can be freed at once.
+    pub fn pick(&self, grads: &GradStore) -> Result<Vec<Option<Tensor>>> {
+        self.vars
+            .iter()
+            .map(|var| {
+                grads
+                    .get(var.as_tensor())
+                    .map(|g| g.to_dtype(DType::F32))
+                    .transpose()
+                    .map_err(Into::into)
+            })
+            .collect()
+    }
+
+    /// Adds one micro-batch's gradients, given as the [`Self::pick`]ed gradients of its parts (the shards of a
+    /// sharded batch), summed in order.
+    pub fn add_parts(&mut self, parts: Vec<Vec<Option<Tensor>>>) -> Result<()> {
+        for part in parts {
+            for (g, sum) in part.into_iter().zip(self.sums.iter_mut()) {
+                if let Some(g) = g {
+                    *sum = Some(match sum.take() {
+                        Some(s) => (s + g)?,
+                        None => g,
+                    });
+                }
             }
         }
         self.micro_batches += 1;

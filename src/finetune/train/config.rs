@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::shards::Shards;
 use crate::error::{AbbaError, Result};
 use crate::finetune::optim::{AdamWConfig, Schedule};
 
@@ -22,6 +23,12 @@ pub struct TrainConfig {
     pub max_steps: Option<usize>,
     pub batch_size: usize,
     pub grad_accum: usize,
+    /// Each micro-batch's rows are cut into this many consecutive shards whose forward and backward passes run in
+    /// parallel on the CPU, summed in order: `auto` (4 on the CPU, 1 on a GPU) or a count, 1 = the batch in one
+    /// pass. A setting, not the machine's core count, so numbers do not depend on the threads. Left out of
+    /// serialised settings when 1, so ids hashed from settings written before it existed keep meaning one pass.
+    #[serde(skip_serializing_if = "Shards::is_one")]
+    pub shards: Shards,
     /// Global gradient-norm clip; 0 disables it.
     pub max_grad_norm: f64,
     /// Write an adapter/optimizer checkpoint every this many optimizer steps (0: only at the end).
@@ -63,6 +70,7 @@ impl Default for TrainConfig {
             max_steps: None,
             batch_size: 8,
             grad_accum: 1,
+            shards: Shards::Auto,
             max_grad_norm: 1.0,
             checkpoint_every: 0,
             optimizer: OptimizerKind::Adamw,
@@ -110,6 +118,12 @@ impl TrainConfig {
                 "[train] warmup_ratio {} is outside [0, 1)",
                 self.warmup_ratio
             )));
+        }
+        if self.shards == Shards::Count(0) {
+            return Err(AbbaError::InvalidArgument(
+                "[train] shards must be `auto` or at least 1 (1 = the whole batch in one pass)"
+                    .into(),
+            ));
         }
         if self.max_grad_norm < 0.0 || !self.max_grad_norm.is_finite() {
             return Err(AbbaError::InvalidArgument(

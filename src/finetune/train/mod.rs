@@ -4,8 +4,10 @@
 pub mod config;
 pub mod log;
 pub mod lora_pro;
+pub mod shards;
 pub mod state;
 pub mod trainer;
 
 pub use config::{OptimizerKind, TrainConfig};
+pub use shards::Shards;
 pub use trainer::{TrainOutcome, TrainSetup, train};

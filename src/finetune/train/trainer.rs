@@ -10,11 +10,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::config::{OptimizerKind, TrainConfig};
 use super::log::{LogRow, TrainLog};
 use super::lora_pro::LoraProOptimizer;
+use super::shards;
 use super::state::{self, CheckpointState};
 use crate::error::Result;
-use crate::finetune::data::{Batcher, Encoded, collate};
-use crate::finetune::eval::loss::{batch_tensors, masked_cross_entropy};
-use crate::finetune::layers::ForwardCtx;
+use crate::finetune::data::{Batcher, Encoded};
 use crate::finetune::model::Llama;
 use crate::finetune::optim::{
     AdamW, GradAccumulator, Optimizer, clip_grad_norm, lr_at, warmup_steps_from_ratio,
@@ -108,19 +107,22 @@ pub fn train(s: TrainSetup<'_>) -> Result<TrainOutcome> {
                 .into_iter()
                 .map(|i| data[i])
                 .collect();
-            let batch = collate(&rows, s.pad);
             tokens += rows
                 .iter()
                 .map(|e| e.ids.len().saturating_sub(1))
                 .sum::<usize>();
-            let (x, y, m) = batch_tensors(s.model, &batch)?;
             // Dropout masks depend only on (seed, step, micro-batch): a resumed run draws the same ones.
-            let ctx =
-                ForwardCtx::train(derive(s.seed, (step * s.cfg.grad_accum + micro) as u64 + 1));
-            let logits = s.model.forward(&x, &ctx, None)?;
-            let loss = (masked_cross_entropy(&logits, &y, &m)? / s.cfg.grad_accum as f64)?;
-            step_loss += loss.to_scalar::<f32>()? as f64;
-            acc.add(&loss.backward()?)?;
+            let (loss, parts) = shards::loss_and_grads(
+                s.model,
+                &acc,
+                &rows,
+                s.pad,
+                s.cfg.shards,
+                derive(s.seed, (step * s.cfg.grad_accum + micro) as u64 + 1),
+                s.cfg.grad_accum,
+            )?;
+            step_loss += loss;
+            acc.add_parts(parts)?;
         }
         if !step_loss.is_finite() {
             diverged = true;
