@@ -221,12 +221,23 @@ impl AdapterWeights {
         }
     }
 
-    /// The adapted layer's whole output x·W0ᵀ + adapter(x) (bias aside), for methods that rescale the frozen
-    /// product rather than add to it (DoRA), when the adapter's input is x itself; `None` for the others.
+    /// The adapted layer's whole output x·W0ᵀ + adapter(x) (bias aside) when the adapter's input is x itself, for
+    /// methods that rescale the frozen product rather than add to it (DoRA) and for those that form ΔW anyway
+    /// (HiRA, ABBA on its materialised path, chains, KRAdapter): x·(W0 + ΔW)ᵀ is one product over the rows
+    /// forward and two backward (∂x and ∂ΔW) instead of two and three. `None` for the others.
     pub fn layer_output(&self, x: &Tensor, w0: &Tensor) -> Result<Option<Tensor>> {
+        let merged =
+            || -> Result<Option<Tensor>> { Ok(Some(product_t(x, &(w0 + self.delta(w0)?)?)?)) };
         match &self.method {
             Method::Dora(s) => {
                 methods::dora::layer(x, w0, &self.dora(s.scale.value(s.r))?).map(Some)
+            }
+            Method::Hira(_) | Method::AbbaChain(_) | Method::Kradapter(_) => merged(),
+            Method::Abba(s)
+                if ForwardPath::cheapest(w0.dims2()?, s.r1, s.r2, x.dim(0)?)
+                    == ForwardPath::Materialised =>
+            {
+                merged()
             }
             _ => Ok(None),
         }

@@ -41,7 +41,8 @@ impl AdaptedLinear {
         let mut y = match &self.adapter {
             None => super::frozen::linear_t(&x2, &self.weight)?,
             Some(adapter) => {
-                // A method that rescales the frozen product (DoRA) gives the whole output when x is undropped.
+                // Methods that rescale the frozen product (DoRA) or form ΔW anyway give the whole output when x is
+                // undropped.
                 let whole = if ctx.drops(self.dropout) {
                     None
                 } else {
