@@ -452,3 +452,26 @@ fn shards_read_as_auto_or_a_positive_count() {
             .contains("\"shards\":\"auto\"")
     );
 }
+
+/// A micro-batch without a loss token has loss 0 and no gradient, sharded or not (no share to divide).
+#[test]
+fn a_batch_without_loss_tokens_shards_to_a_zero_loss() {
+    let mut m = tiny();
+    let (vars, _) = inject(&mut m, &adapter("hira"), 7).unwrap();
+    let vars: Vec<Var> = vars.into_iter().map(|(_, v)| v).collect();
+    let (mut enc, pad) = data(3);
+    for e in &mut enc {
+        e.loss_mask.iter_mut().for_each(|w| *w = 0.0);
+    }
+    let rows: Vec<&Encoded> = enc.iter().collect();
+    let acc = GradAccumulator::new(&vars);
+    for shards in [Shards::Count(1), Shards::Count(3)] {
+        let (loss, parts) = loss_and_grads(&m, &acc, &rows, pad, shards, 3, 1).unwrap();
+        assert_eq!(loss, 0.0, "{shards}");
+        let mut sum = GradAccumulator::new(&vars);
+        sum.add_parts(parts).unwrap();
+        for g in sum.take().unwrap() {
+            assert_eq!(max_abs(&g), 0.0, "{shards}");
+        }
+    }
+}

@@ -392,6 +392,11 @@ impl GradAccumulator {
         }
     }
 
+    /// The number of vars (the length of a [`Self::pick`]ed part).
+    pub fn var_count(&self) -> usize {
+        self.vars.len()
+    }
+
     /// Micro-batches added since the last [`Self::take`].
     pub fn micro_batches(&self) -> usize {
         self.micro_batches

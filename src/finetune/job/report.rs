@@ -49,6 +49,10 @@ pub struct FinetuneReport {
     pub optimizer: String,
     #[serde(default)]
     pub optimizer_state_mib: f64,
+    /// Shards each micro-batch was cut into (`[train] shards` resolved on this device). Absent in reports written
+    /// before it existed.
+    #[serde(default)]
+    pub shards: Option<usize>,
     pub abba_version: String,
     pub git_commit: String,
     pub candle_version: String,

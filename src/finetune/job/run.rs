@@ -175,6 +175,7 @@ pub fn run_finetune_then(
             crate::finetune::train::config::OptimizerKind::LoraPro => "lora-pro".into(),
         },
         optimizer_state_mib: outcome.optimizer_state_mib,
+        shards: Some(spec.train.shards.count(model.device())),
         abba_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: env!("ABBA_GIT_COMMIT").into(),
         candle_version: CANDLE_VERSION.into(),

@@ -224,10 +224,17 @@ impl AdapterWeights {
     /// The adapted layer's whole output x·W0ᵀ + adapter(x) (bias aside) when the adapter's input is x itself, for
     /// methods that rescale the frozen product rather than add to it (DoRA) and for those that form ΔW anyway
     /// (HiRA, ABBA on its materialised path, chains, KRAdapter): x·(W0 + ΔW)ᵀ is one product over the rows
-    /// forward and two backward (∂x and ∂ΔW) instead of two and three. `None` for the others.
+    /// forward and two backward (∂x and ∂ΔW) instead of two and three. `None` for the others, and for these in a
+    /// 16-bit W0, where W0 + ΔW would round away the part of ΔW below about |W0|·2⁻⁹ (most of it early in training;
+    /// PEFT keeps the two products apart too).
     pub fn layer_output(&self, x: &Tensor, w0: &Tensor) -> Result<Option<Tensor>> {
-        let merged =
-            || -> Result<Option<Tensor>> { Ok(Some(product_t(x, &(w0 + self.delta(w0)?)?)?)) };
+        let wide = matches!(w0.dtype(), DType::F32 | DType::F64);
+        let merged = || -> Result<Option<Tensor>> {
+            if !wide {
+                return Ok(None);
+            }
+            Ok(Some(product_t(x, &(w0 + self.delta(w0)?)?)?))
+        };
         match &self.method {
             Method::Dora(s) => {
                 methods::dora::layer(x, w0, &self.dora(s.scale.value(s.r))?).map(Some)

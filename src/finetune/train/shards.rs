@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::Result;
-use crate::finetune::data::{Encoded, collate};
+use crate::finetune::data::{Batch, Encoded, collate};
 use crate::finetune::eval::loss::{batch_tensors, masked_cross_entropy};
 use crate::finetune::layers::ForwardCtx;
 use crate::finetune::model::Llama;
@@ -116,34 +116,39 @@ pub fn loss_and_grads(
         .len()
         .div_ceil(shards.clamp(1, rows.len().max(1)))
         .max(1);
-    let parts: Vec<&[&Encoded]> = rows.chunks(per_shard).collect();
-    let sharded = parts.len() > 1;
-    let batches: Vec<_> = parts.iter().map(|part| collate(part, pad)).collect();
-    // The loss mask's mass, as the masked mean counts it.
-    let mass =
-        |b: &crate::finetune::data::Batch| b.loss_mask.iter().map(|&m| m as f64).sum::<f64>();
+    let mut batches: Vec<Batch> = rows
+        .chunks(per_shard)
+        .map(|part| collate(part, pad))
+        .collect();
+    // The loss mask's mass, as the masked mean counts it (masks are 0/1, so a shard's mass is 0 or ≥ 1 and its
+    // mean divides by exactly that mass).
+    let mass = |b: &Batch| b.loss_mask.iter().map(|&m| m as f64).sum::<f64>();
     let total: f64 = batches.iter().map(mass).sum();
-    let shard =
-        |(s, batch): (usize, &crate::finetune::data::Batch)| -> Result<(f64, Vec<Option<Tensor>>)> {
-            let share = mass(batch) / total;
-            if sharded && share == 0.0 {
-                return Ok((0.0, Vec::new()));
-            }
-            let (x, y, m) = batch_tensors(model, batch)?;
-            let seed = if sharded {
-                derive(dropout_seed, s as u64)
-            } else {
-                dropout_seed
-            };
-            let logits = model.forward(&x, &ForwardCtx::train(seed), None)?;
-            let mut loss = masked_cross_entropy(&logits, &y, &m)?;
-            if sharded {
-                loss = (loss * share)?;
-            }
-            let loss = (loss / loss_divisor as f64)?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            Ok((value, acc.pick(&loss.backward()?)?))
+    if batches.len() > 1 && total == 0.0 {
+        // No loss token anywhere: nothing to share out; the one-pass loss is 0.
+        batches = vec![collate(rows, pad)];
+    }
+    let sharded = batches.len() > 1;
+    let shard = |(s, batch): (usize, &Batch)| -> Result<(f64, Vec<Option<Tensor>>)> {
+        let share = mass(batch) / total;
+        if sharded && share == 0.0 {
+            return Ok((0.0, vec![None; acc.var_count()]));
+        }
+        let (x, y, m) = batch_tensors(model, batch)?;
+        let seed = if sharded {
+            derive(dropout_seed, s as u64)
+        } else {
+            dropout_seed
         };
+        let logits = model.forward(&x, &ForwardCtx::train(seed), None)?;
+        let mut loss = masked_cross_entropy(&logits, &y, &m)?;
+        if sharded {
+            loss = (loss * share)?;
+        }
+        let loss = (loss / loss_divisor as f64)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        Ok((value, acc.pick(&loss.backward()?)?))
+    };
     let done: Vec<Result<(f64, Vec<Option<Tensor>>)>> = if sharded && model.device().is_cpu() {
         batches.par_iter().enumerate().map(shard).collect()
     } else {
