@@ -9,14 +9,15 @@ of random token ids, with an adapter on all seven projections (q, k, v, o, gate,
     abba   a hand-written ABBA module (PEFT has none): y = W0 x + s (B1 A1 ⊙ B2 A2) x, s = α²/√(r1 r2), α = 16,
            factors random (timing does not depend on the SVD initialisation). ΔW x is computed along the path
            that the Rust crate's cost model (`ForwardPath::cheapest`) picks for the layer and the number of rows:
-           Khatri–Rao, (x A_krᵀ) B_krᵀ, or materialised, x ΔWᵀ; `--abba-path` forces one.
+           Khatri–Rao, W0 x + (x A_krᵀ) B_krᵀ, or materialised, x (W0 + ΔW)ᵀ in one product as the crate
+           computes it; `--abba-path` forces one.
     dora   PEFT LoraConfig(r, lora_alpha=16, lora_dropout=0, use_dora=True)
     full   full fine-tuning, every parameter trainable
 
 A step is zero_grad + forward + cross-entropy of every position's logits against the next token (mean, float32,
 as the crate's `masked_cross_entropy` with an all-ones mask) + backward + torch.optim.AdamW (lr 1e-3, weight decay 0).
 
-layer: one 4096×4096 (--m, --n) ABBA-adapted linear layer, y = x W0ᵀ + s x ΔWᵀ with r1 = r2 = 16, x of --batch rows;
+layer: one 4096×4096 (--m, --n) ABBA-adapted linear layer, y = x (W0 + ΔW)ᵀ with r1 = r2 = 16, x of --batch rows;
 forward, then backward of ⟨y, G⟩ for a fixed random G into the four factors, along the --path forced.
 
 Both print ONE JSON line on stdout with the timing, `baseline_rss_mib` (VmRSS after the imports, before any
@@ -64,16 +65,17 @@ def cheapest(m, n, r1, r2, batch):
     return "khatri-rao" if kr <= mat else "materialised"
 
 
-def abba_delta_forward(x, a1, b1, a2, b2, scale, path):
-    """x ΔWᵀ for rows x (N×n), ΔW = s (B1 A1) ⊙ (B2 A2), along `path` (the crate's maths, layers/adapter.rs)."""
+def abba_layer_forward(x, w0, a1, b1, a2, b2, scale, path):
+    """x (W0 + ΔW)ᵀ for rows x (N×n), ΔW = s (B1 A1) ⊙ (B2 A2), along `path` as the crate computes it
+    (layers/adapter.rs): the Khatri–Rao term beside the frozen product, or the materialised ΔW merged into it."""
     if path == "khatri-rao":
         m, r1 = b1.shape
         r2, n = a2.shape
         b_kr = (b1.unsqueeze(2) * b2.unsqueeze(1)).reshape(m, r1 * r2)
         a_kr = (a1.unsqueeze(1) * a2.unsqueeze(0)).reshape(r1 * r2, n)
-        return (x @ a_kr.T) @ b_kr.T * scale
+        return x @ w0.T + (x @ a_kr.T) @ b_kr.T * scale
     delta = (b1 @ a1) * (b2 @ a2) * scale
-    return x @ delta.T
+    return x @ (w0 + delta).T
 
 
 class AbbaLinear(nn.Module):
@@ -98,8 +100,11 @@ class AbbaLinear(nn.Module):
         m, n = self.base.out_features, self.base.in_features
         rows = x.reshape(-1, n)
         path = self.path if self.path != "auto" else cheapest(m, n, self.r1, self.r2, rows.shape[0])
-        d = abba_delta_forward(rows, self.abba_A1, self.abba_B1, self.abba_A2, self.abba_B2, self.scale, path)
-        return self.base(x) + d.reshape(*x.shape[:-1], m)
+        y = abba_layer_forward(rows, self.base.weight, self.abba_A1, self.abba_B1, self.abba_A2, self.abba_B2,
+                               self.scale, path)
+        if self.base.bias is not None:
+            y = y + self.base.bias
+        return y.reshape(*x.shape[:-1], m)
 
 
 def finetune(args):
@@ -211,7 +216,7 @@ def layer(args):
     def fwd_bwd():
         for p in factors:
             p.grad = None
-        y = x @ w0.T + abba_delta_forward(x, a1, b1, a2, b2, 1.0, args.path)
+        y = abba_layer_forward(x, w0, a1, b1, a2, b2, 1.0, args.path)
         (y * g).sum().backward()
 
     for _ in range(args.warmup):

@@ -120,6 +120,6 @@ impl TorchVersions {
 /// Prints why the competitor was skipped; the bench goes on with our rows only.
 pub fn warn_skipped(e: &anyhow::Error, needs: &str) {
     eprintln!(
-        "abba: warning: PyTorch competitor skipped ({e}); pass --python PATH to a Python with {needs}"
+        "abba: warning: PyTorch competitor skipped ({e:#}); pass --python PATH to a Python with {needs}"
     );
 }

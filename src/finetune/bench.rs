@@ -247,10 +247,22 @@ impl LayerProblem {
         Ok(ForwardPath::cheapest((m, n), r1, r2, batch))
     }
 
-    /// x·W0ᵀ + x·ΔWᵀ, the frozen product fused with the adapter's term as in `AdaptedLinear::forward`.
+    /// The layer's output on a forced path, as `AdaptedLinear::forward` computes it without dropout: the
+    /// Khatri–Rao term beside the frozen product, or the materialised ΔW merged into it, x·(W0 + ΔW)ᵀ.
     pub fn forward(&self, path: ForwardPath) -> Result<Tensor> {
-        let delta = self.adapter.forward_with(&self.x, &self.w0, path)?;
-        linear_t_plus(&self.x, &self.w0, &delta)
+        match path {
+            ForwardPath::KhatriRao => {
+                let delta = self.adapter.forward_with(&self.x, &self.w0, path)?;
+                linear_t_plus(&self.x, &self.w0, &delta)
+            }
+            ForwardPath::Materialised => {
+                self.adapter
+                    .merged_output(&self.x, &self.w0)?
+                    .ok_or_else(|| {
+                        AbbaError::InvalidArgument("the layer bench's W0 must be f32 or f64".into())
+                    })
+            }
+        }
     }
 
     /// Forward, then the gradients of ⟨y, G⟩ for (A1, B1, A2, B2).

@@ -228,26 +228,29 @@ impl AdapterWeights {
     /// 16-bit W0, where W0 + ΔW would round away the part of ΔW below about |W0|·2⁻⁹ (most of it early in training;
     /// PEFT keeps the two products apart too).
     pub fn layer_output(&self, x: &Tensor, w0: &Tensor) -> Result<Option<Tensor>> {
-        let wide = matches!(w0.dtype(), DType::F32 | DType::F64);
-        let merged = || -> Result<Option<Tensor>> {
-            if !wide {
-                return Ok(None);
-            }
-            Ok(Some(product_t(x, &(w0 + self.delta(w0)?)?)?))
-        };
         match &self.method {
             Method::Dora(s) => {
                 methods::dora::layer(x, w0, &self.dora(s.scale.value(s.r))?).map(Some)
             }
-            Method::Hira(_) | Method::AbbaChain(_) | Method::Kradapter(_) => merged(),
+            Method::Hira(_) | Method::AbbaChain(_) | Method::Kradapter(_) => {
+                self.merged_output(x, w0)
+            }
             Method::Abba(s)
                 if ForwardPath::cheapest(w0.dims2()?, s.r1, s.r2, x.dim(0)?)
                     == ForwardPath::Materialised =>
             {
-                merged()
+                self.merged_output(x, w0)
             }
             _ => Ok(None),
         }
+    }
+
+    /// x·(W0 + ΔW)ᵀ, or `None` for a 16-bit W0 (see [`Self::layer_output`]).
+    pub fn merged_output(&self, x: &Tensor, w0: &Tensor) -> Result<Option<Tensor>> {
+        if !matches!(w0.dtype(), DType::F32 | DType::F64) {
+            return Ok(None);
+        }
+        Ok(Some(product_t(x, &(w0 + self.delta(w0)?)?)?))
     }
 
     /// DoRA's factors at scale `s`.
