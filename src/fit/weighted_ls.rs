@@ -17,7 +17,6 @@
 use std::sync::Mutex;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder, Zip, s};
-use rayon::prelude::*;
 
 use crate::error::{AbbaError, Result};
 use crate::linalg::{Real, gemm, gemm_into_seq};
@@ -532,16 +531,7 @@ pub fn solve_rows_tiled<T: Real>(
         failed.map(|i| rows.start + i)
     };
     let jobs = out.axis_chunks_iter_mut(Axis(0), tile).enumerate();
-    let failures: Vec<Option<usize>> = if threads > 1 && m > tile {
-        let count = m.div_ceil(tile);
-        jobs.collect::<Vec<_>>()
-            .into_par_iter()
-            .with_min_len(count.div_ceil(threads))
-            .map(solve_tile)
-            .collect()
-    } else {
-        jobs.map(solve_tile).collect()
-    };
+    let failures = crate::fit::fused::split_map(jobs.collect(), threads, solve_tile);
     if let Some(i) = failures.into_iter().flatten().min() {
         return Err(AbbaError::NoConvergence {
             what: format!(

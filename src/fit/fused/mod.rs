@@ -169,7 +169,9 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
     for b0 in (0..m).step_by(block) {
         let b1 = (b0 + block).min(m);
         let rows = b1 - b0;
-        // The block's tiles, each holding its rows of every buffer, ∂B_i and row sum.
+        // The block's tiles, each holding its rows of every buffer, ∂B_i and row sum. Tiles stay whole multiples
+        // of the micro-kernel's rows even where that splits a block unevenly between threads (288 and 224 rows of
+        // 512): cutting each half into tiles of 96, 96 and 64 rows changed the gradients' bits.
         let mut jobs: Vec<TileJob<'_, T>> = (b0..b1)
             .step_by(tile)
             .zip(row_sums[b0..b1].chunks_mut(tile))
@@ -231,14 +233,7 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 d.assign(&col);
             }
         };
-        if threads > 1 && jobs.len() > 1 {
-            let per_thread = jobs.len().div_ceil(threads);
-            jobs.into_par_iter()
-                .with_min_len(per_thread)
-                .for_each(do_tile);
-        } else {
-            jobs.into_iter().for_each(do_tile);
-        }
+        split_map(jobs, threads, do_tile);
         for ((d, buf), p) in da.iter_mut().zip(bufs.iter()).zip(pairs) {
             let bt = p.b.slice(s![b0..b1, ..]).reversed_axes();
             let c = buf.slice(s![..rows, ..]);
@@ -265,15 +260,41 @@ fn accumulate_product<T: Real>(
 ) {
     const COLUMNS: usize = 128;
     if threads > 1 && dst.ncols() > COLUMNS {
-        let chunks = dst.ncols().div_ceil(COLUMNS);
-        dst.axis_chunks_iter_mut(Axis(1), COLUMNS)
-            .into_par_iter()
-            .zip(c.axis_chunks_iter(Axis(1), COLUMNS).into_par_iter())
-            .with_min_len(chunks.div_ceil(threads))
-            .for_each(|(d, c)| gemm_into_seq(d, accumulate, a, c, T::one()));
+        let jobs: Vec<_> = dst
+            .axis_chunks_iter_mut(Axis(1), COLUMNS)
+            .zip(c.axis_chunks_iter(Axis(1), COLUMNS))
+            .collect();
+        split_map(jobs, threads, |(d, c)| {
+            gemm_into_seq(d, accumulate, a, c, T::one())
+        });
     } else {
         gemm_into_seq(dst, accumulate, a, c, T::one());
     }
+}
+
+/// `f` of every job, in job order, the jobs cut into at most `threads` runs of consecutive jobs (their lengths
+/// differ by at most one) that go in parallel. rayon's `with_min_len(len.div_ceil(threads))` cannot do this: it
+/// never halves an odd count, so 11 tiles on 2 threads all ran on one.
+pub(crate) fn split_map<J: Send, R: Send>(
+    jobs: Vec<J>,
+    threads: usize,
+    f: impl Fn(J) -> R + Sync + Send,
+) -> Vec<R> {
+    let parts = threads.min(jobs.len());
+    if parts <= 1 {
+        return jobs.into_iter().map(f).collect();
+    }
+    let (each, extra) = (jobs.len() / parts, jobs.len() % parts);
+    let mut jobs = jobs.into_iter();
+    let runs: Vec<Vec<J>> = (0..parts)
+        .map(|p| jobs.by_ref().take(each + usize::from(p < extra)).collect())
+        .collect();
+    runs.into_par_iter()
+        .map(|run| run.into_iter().map(&f).collect::<Vec<R>>())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Defines a row kernel — non-generic, or generic over one `T` bounded by a single trait named by one identifier
@@ -403,4 +424,35 @@ fn dispatch<T: Real>(
         | Fitted::Mora(_) => return None,
     };
     Some((sum / target_norm2, g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_map;
+    use std::time::Duration;
+
+    /// Results come back in job order, and an odd job count is really shared: 11 jobs on 2 threads go as runs of
+    /// 6 and 5 on two workers (each run's first job waits long enough for the idle worker to take the other
+    /// run). The `with_min_len` split this replaced ran all 11 on one thread.
+    #[test]
+    fn split_map_keeps_order_and_shares_an_odd_count() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        let out = pool.install(|| {
+            split_map((0..11).collect(), 2, |j: usize| {
+                if j == 0 || j == 6 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                (j, rayon::current_thread_index())
+            })
+        });
+        let order: Vec<usize> = out.iter().map(|o| o.0).collect();
+        assert_eq!(order, (0..11).collect::<Vec<_>>());
+        let (first, second) = (out[0].1, out[6].1);
+        assert!(out[..6].iter().all(|o| o.1 == first), "{out:?}");
+        assert!(out[6..].iter().all(|o| o.1 == second), "{out:?}");
+        assert_ne!(first, second, "both runs went to one thread: {out:?}");
+    }
 }
