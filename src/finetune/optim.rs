@@ -11,6 +11,7 @@ use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::ops::adamw::{self, AdamWStep};
+use super::ops::sum::sum_in_order;
 use crate::error::{AbbaError, Result};
 
 /// Hyper-parameters of [`AdamW`]. Field names and defaults follow `torch.optim.AdamW`, except `weight_decay`.
@@ -426,14 +427,20 @@ impl GradAccumulator {
     /// Adds one micro-batch's gradients, given as the [`Self::pick`]ed gradients of its parts (the shards of a
     /// sharded batch), summed in order.
     pub fn add_parts(&mut self, parts: Vec<Vec<Option<Tensor>>>) -> Result<()> {
+        // Each var's running sum, then its parts in order, added in one pass.
+        let mut terms: Vec<Vec<Tensor>> = self
+            .sums
+            .iter_mut()
+            .map(|s| s.take().into_iter().collect())
+            .collect();
         for part in parts {
-            for (g, sum) in part.into_iter().zip(self.sums.iter_mut()) {
-                if let Some(g) = g {
-                    *sum = Some(match sum.take() {
-                        Some(s) => (s + g)?,
-                        None => g,
-                    });
-                }
+            for (g, t) in part.into_iter().zip(terms.iter_mut()) {
+                t.extend(g);
+            }
+        }
+        for (t, sum) in terms.into_iter().zip(self.sums.iter_mut()) {
+            if !t.is_empty() {
+                *sum = Some(sum_in_order(t)?);
             }
         }
         self.micro_batches += 1;

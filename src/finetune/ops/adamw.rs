@@ -9,7 +9,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::{PAR_MIN_ELEMS, tensor, with_data};
+use super::{PAR_MIN_ELEMS, linear::output, tensor, with_data};
 
 /// The per-step scalars of the update, as candle receives them (f64, rounded to f32 per op).
 #[derive(Clone, Copy, Debug)]
@@ -75,9 +75,9 @@ fn fused_update(
     s: AdamWStep,
 ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let n = p.elem_count();
-    let mut p_out = vec![0f32; n];
-    let mut m_out = vec![0f32; n];
-    let mut v_out = vec![0f32; n];
+    let mut p_out = output::<f32>(n);
+    let mut m_out = output::<f32>(n);
+    let mut v_out = output::<f32>(n);
     with_data::<f32, _>(p, "adamw p", |p| {
         with_data::<f32, _>(g, "adamw g", |g| {
             with_data::<f32, _>(m, "adamw m", |m| {

@@ -142,6 +142,8 @@ impl KhatriRao {
                 }
             }),
             Side::Cols => for_rows(&mut d, outer, |a, row| {
+                // The sum is built in place ([`output`](super::linear::output) leaves the buffer unfilled).
+                row.fill(T::zero());
                 for b in 0..n_other {
                     let gr = &g[at(a, b) * outer..(at(a, b) + 1) * outer];
                     let or = &other[b * outer..(b + 1) * outer];

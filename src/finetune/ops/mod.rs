@@ -19,6 +19,7 @@ pub mod khatri_rao;
 pub mod linear;
 pub mod rms_norm;
 pub mod rope;
+pub mod sum;
 pub mod swiglu;
 
 use candle_core::backend::BackendStorage;
