@@ -12,15 +12,17 @@ use crate::linalg::gemm_into_par;
 /// Left unfilled in release builds: memset was 7.5 % of a full fine-tuning step in perf (zero fills of kernel
 /// outputs, often in memory the allocator had just freed), and leaving these buffers unfilled made that step 8 %
 /// faster (158–162 vs 173–180 ms, alternated). Builds with debug assertions, `cargo test` among them, fill it with NaN
-/// instead, so that a kernel reading an entry it has not written poisons its result and fails the tests.
+/// instead, so that an entry a kernel reads before writing, or never writes, poisons its result (the fused ops' tests
+/// check every entry for that).
 pub(crate) fn output<T: Elem>(n: usize) -> Vec<T> {
     if cfg!(debug_assertions) {
         return vec![T::of(f64::NAN); n];
     }
     let mut out = Vec::with_capacity(n);
-    // SAFETY: f32 and f64 (the only `Elem`s) have no invalid bit patterns and no drop glue, and every caller
-    // writes all `n` entries before any is read (checked by the NaN fill above under test; it caught Khatri–Rao's
-    // column gradient summing into its buffer). candle's CPU backend sizes its op outputs the same way.
+    // SAFETY: strictly, `set_len` wants the elements initialised, and the callers then write them through `&mut
+    // [T]` (faer, ndarray and the row kernels take slices, not `MaybeUninit`); what this relies on is that no
+    // caller reads an entry before writing it, which the NaN fill above checks under test (it caught Khatri–Rao's
+    // column gradient summing into its buffer). f32 and f64, the only `Elem`s, have no drop glue.
     #[allow(clippy::uninit_vec)]
     unsafe {
         out.set_len(n)

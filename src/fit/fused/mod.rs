@@ -429,21 +429,31 @@ fn dispatch<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::split_map;
-    use std::time::Duration;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
 
     /// Results come back in job order, and an odd job count is really shared: 11 jobs on 2 threads go as runs of
-    /// 6 and 5 on two workers (each run's first job waits long enough for the idle worker to take the other
-    /// run). The `with_min_len` split this replaced ran all 11 on one thread.
+    /// 6 and 5 on two workers. The first run's first job waits (up to 10 s) until the second run has started, which
+    /// only another worker can do meanwhile. The `with_min_len` split this replaced ran all 11 on one thread.
     #[test]
     fn split_map_keeps_order_and_shares_an_odd_count() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
             .expect("pool");
+        let second_started = AtomicBool::new(false);
         let out = pool.install(|| {
             split_map((0..11).collect(), 2, |j: usize| {
-                if j == 0 || j == 6 {
-                    std::thread::sleep(Duration::from_millis(100));
+                if j == 6 {
+                    second_started.store(true, Ordering::SeqCst);
+                }
+                if j == 0 {
+                    let start = Instant::now();
+                    while !second_started.load(Ordering::SeqCst)
+                        && start.elapsed() < Duration::from_secs(10)
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
                 (j, rayon::current_thread_index())
             })
