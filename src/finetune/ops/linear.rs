@@ -4,6 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 
+use super::transpose::transpose_into;
 use super::{Elem, fused, same_dtype, slice, storage, tensor, with_data};
 use crate::linalg::gemm_into_par;
 
@@ -46,10 +47,36 @@ pub(crate) fn product<T: Elem>(
     let bv = if tb { bv.reversed_axes() } else { bv };
     let (r, c) = (av.nrows(), bv.ncols());
     let mut out = output::<T>(r * c);
+    if into_columns(r, av.ncols(), c) {
+        let mut cols = output::<T>(r * c);
+        gemm_into_par(columns(&mut cols, (r, c)), false, av, bv, T::one(), true);
+        transpose_into(&cols, (c, r), &mut out);
+        return (out, (r, c));
+    }
     let dst =
         ndarray::ArrayViewMut2::from_shape((r, c), &mut out[..]).expect("output matches its shape");
     gemm_into_par(dst, false, av, bv, T::one(), true);
     (out, (r, c))
+}
+
+/// Whether an r×k · k×c product is faster computed into a column-major buffer and transposed back.
+///
+/// Into a row-major output faer packs the right operand (c×k entries) on every call, into a column-major one the
+/// left (r×k): for a few rows through a large frozen weight (the 4096² layer bench's 256 rows) that is packing
+/// the 16.7 M-entry weight per call against 1 M entries of x, and the product ran in 39–47 ms instead of 50–53
+/// (alternated probes). Each entry is the same either way — faer walks the inner dimension in the same blocks
+/// whichever operand it packs (checked bit for bit in the tests) — so this is only a speed choice. The saving
+/// scales with (c − r)·k, the one or two transposes it costs with r·c; the rule asks the first to be at least
+/// four times the second, and at least two rows (a single row is a vector either way).
+fn into_columns(r: usize, k: usize, c: usize) -> bool {
+    r >= 2 && c > r && (c - r) * k >= 4 * r * c
+}
+
+/// A buffer of r·c elements as an r×c column-major matrix.
+fn columns<T>(buf: &mut [T], (r, c): (usize, usize)) -> ndarray::ArrayViewMut2<'_, T> {
+    ndarray::ArrayViewMut2::from_shape((c, r), buf)
+        .expect("buffer matches its shape")
+        .reversed_axes()
 }
 
 /// y = op(a)·op(b) for row-major a and b, op = transpose where the flag is set.
@@ -200,16 +227,35 @@ impl LinearPlus {
                 la.shape()
             );
         }
-        let mut y = slice::<T>(a, la, "fused-linear-plus")?.to_vec();
+        let a = slice::<T>(a, la, "fused-linear-plus")?;
         let xs = slice::<T>(x, lx, "fused-linear-plus")?;
+        let by_columns = into_columns(rows, n, m);
+        // a is the product's starting value (faer adds each inner-dimension block onto it, so the sums are those
+        // of a + x·Wᵀ in faer's order), laid out as the product's output.
+        let mut y = if by_columns {
+            let mut cols = output::<T>(rows * m);
+            transpose_into(a, (rows, m), &mut cols);
+            cols
+        } else {
+            a.to_vec()
+        };
         with_data::<T, _>(&self.w, "fused-linear-plus", |ws| {
             let xv = ndarray::ArrayView2::from_shape((rows, n), xs).expect("x matches its shape");
             let wv = ndarray::ArrayView2::from_shape((m, n), ws).expect("W matches its shape");
-            let dst = ndarray::ArrayViewMut2::from_shape((rows, m), &mut y[..])
-                .expect("y matches its shape");
+            let dst = if by_columns {
+                columns(&mut y, (rows, m))
+            } else {
+                ndarray::ArrayViewMut2::from_shape((rows, m), &mut y[..])
+                    .expect("y matches its shape")
+            };
             gemm_into_par(dst, true, xv, wv.t(), T::one(), true);
             Ok(())
         })?;
+        if by_columns {
+            let mut out = output::<T>(rows * m);
+            transpose_into(&y, (m, rows), &mut out);
+            y = out;
+        }
         Ok((storage(y), Shape::from((rows, m))))
     }
 
@@ -346,5 +392,69 @@ mod tests {
                 || x.as_tensor().matmul(&frozen.t()?)? + a.as_tensor(),
             );
         }
+    }
+
+    /// Few rows through a wide weight, with an inner dimension over faer's 512-deep blocks: the shapes that take
+    /// the column-major route.
+    const WIDE: (usize, usize, usize) = (3, 1100, 90);
+
+    #[test]
+    fn the_column_major_route_matches_candle_in_value_and_gradient() {
+        let (rows, n, m) = WIDE;
+        assert!(into_columns(rows, n, m) && !into_columns(m, n, rows));
+        for dtype in DTYPES {
+            let x = var(&[rows, n], dtype, 21);
+            let w = var(&[m, n], dtype, 22);
+            agree(
+                &format!("wide linear, trainable W {dtype:?}"),
+                &[&x, &w],
+                || linear_t(x.as_tensor(), w.as_tensor()).map(|y| y.expect("fused path")),
+                || x.as_tensor().matmul(&w.as_tensor().t()?),
+            );
+            let frozen = w.as_tensor().detach();
+            let a = var(&[rows, m], dtype, 23);
+            agree(
+                &format!("wide linear plus adapter term {dtype:?}"),
+                &[&x, &a],
+                || {
+                    linear_t_plus(x.as_tensor(), &frozen, a.as_tensor())
+                        .map(|y| y.expect("fused path"))
+                },
+                || x.as_tensor().matmul(&frozen.t()?)? + a.as_tensor(),
+            );
+        }
+    }
+
+    /// The route is a speed choice only: every entry has the bits of faer's product into a row-major output.
+    #[test]
+    fn the_column_major_route_keeps_the_row_major_bits() {
+        let (rows, n, m) = WIDE;
+        let x = var(&[rows, n], DType::F32, 31).as_tensor().detach();
+        let w = var(&[m, n], DType::F32, 32).as_tensor().detach();
+        let a = var(&[rows, m], DType::F32, 33).as_tensor().detach();
+        let (xs, ws, az) = (
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        let xv = ndarray::ArrayView2::from_shape((rows, n), &xs[..]).unwrap();
+        let wv = ndarray::ArrayView2::from_shape((m, n), &ws[..]).unwrap();
+        let row_major = |start: &[f32], accumulate: bool| {
+            let mut y = start.to_vec();
+            let dst = ndarray::ArrayViewMut2::from_shape((rows, m), &mut y[..]).unwrap();
+            gemm_into_par(dst, accumulate, xv, wv.t(), 1.0, true);
+            y
+        };
+        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+        let plain = linear_t(&x, &w).unwrap().expect("fused path");
+        assert_eq!(
+            bits(&plain.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
+            bits(&row_major(&vec![0.0; rows * m], false))
+        );
+        let plus = linear_t_plus(&x, &w, &a).unwrap().expect("fused path");
+        assert_eq!(
+            bits(&plus.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
+            bits(&row_major(&az, true))
+        );
     }
 }

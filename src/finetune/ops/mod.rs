@@ -21,6 +21,7 @@ pub mod rms_norm;
 pub mod rope;
 pub mod sum;
 pub mod swiglu;
+mod transpose;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Layout, Shape, Storage, Tensor, WithDType};
