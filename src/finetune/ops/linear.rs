@@ -425,36 +425,49 @@ mod tests {
         }
     }
 
-    /// The route is a speed choice only: every entry has the bits of faer's product into a row-major output.
+    /// The route is a speed choice only: every entry has the bits of faer's product into a row-major output, for
+    /// a product faer cuts into 512-deep blocks (WIDE) and for one small enough that it sums in one pass (M·N·K ≤
+    /// 4096), in f32 and f64 (whose AVX-512 kernels differ by layout).
     #[test]
     fn the_column_major_route_keeps_the_row_major_bits() {
-        let (rows, n, m) = WIDE;
-        let x = var(&[rows, n], DType::F32, 31).as_tensor().detach();
-        let w = var(&[m, n], DType::F32, 32).as_tensor().detach();
-        let a = var(&[rows, m], DType::F32, 33).as_tensor().detach();
-        let (xs, ws, az) = (
-            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
-        let xv = ndarray::ArrayView2::from_shape((rows, n), &xs[..]).unwrap();
-        let wv = ndarray::ArrayView2::from_shape((m, n), &ws[..]).unwrap();
-        let row_major = |start: &[f32], accumulate: bool| {
-            let mut y = start.to_vec();
-            let dst = ndarray::ArrayViewMut2::from_shape((rows, m), &mut y[..]).unwrap();
-            gemm_into_par(dst, accumulate, xv, wv.t(), 1.0, true);
-            y
-        };
-        let bits = |v: &[f32]| v.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
-        let plain = linear_t(&x, &w).unwrap().expect("fused path");
-        assert_eq!(
-            bits(&plain.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
-            bits(&row_major(&vec![0.0; rows * m], false))
-        );
-        let plus = linear_t_plus(&x, &w, &a).unwrap().expect("fused path");
-        assert_eq!(
-            bits(&plus.flatten_all().unwrap().to_vec1::<f32>().unwrap()),
-            bits(&row_major(&az, true))
-        );
+        fn check<T: Elem>(dtype: DType, (rows, n, m): (usize, usize, usize)) {
+            assert!(
+                into_columns(rows, n, m),
+                "{rows}×{n}·{n}×{m} takes the column route"
+            );
+            let data = |shape: &[usize], seed| var(shape, dtype, seed).as_tensor().detach();
+            let (x, w, a) = (
+                data(&[rows, n], 31),
+                data(&[m, n], 32),
+                data(&[rows, m], 33),
+            );
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<T>().unwrap();
+            let (xs, ws, az) = (flat(&x), flat(&w), flat(&a));
+            let xv = ndarray::ArrayView2::from_shape((rows, n), &xs[..]).unwrap();
+            let wv = ndarray::ArrayView2::from_shape((m, n), &ws[..]).unwrap();
+            let row_major = |start: &[T], accumulate: bool| {
+                let mut y = start.to_vec();
+                let dst = ndarray::ArrayViewMut2::from_shape((rows, m), &mut y[..]).unwrap();
+                gemm_into_par(dst, accumulate, xv, wv.t(), T::one(), true);
+                y
+            };
+            let bits = |v: &[T]| v.iter().map(|e| e.f64().to_bits()).collect::<Vec<_>>();
+            let plain = linear_t(&x, &w).unwrap().expect("fused path");
+            assert_eq!(
+                bits(&flat(&plain)),
+                bits(&row_major(&vec![T::zero(); rows * m], false)),
+                "{dtype:?} {rows}×{n}×{m}"
+            );
+            let plus = linear_t_plus(&x, &w, &a).unwrap().expect("fused path");
+            assert_eq!(
+                bits(&flat(&plus)),
+                bits(&row_major(&az, true)),
+                "{dtype:?} {rows}×{n}×{m} plus"
+            );
+        }
+        for shape in [WIDE, (2, 40, 3)] {
+            check::<f32>(DType::F32, shape);
+            check::<f64>(DType::F64, shape);
+        }
     }
 }

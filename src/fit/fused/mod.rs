@@ -33,7 +33,8 @@ use crate::linalg::{Real, gemm_into_seq};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tiling {
     /// Rows whose ∂A contributions one product sums (512, faer's depth block, keeps ∂A bit-identical to the
-    /// unfused Bᵀ·C).
+    /// unfused Bᵀ·C). Taken as at most 512: over it, faer would sum a narrow column chunk (below 4096
+    /// multiply–adds) in one chain and a wide one in 512-row blocks, so the bits would follow the thread split.
     pub block: usize,
     /// Rows one task forms at a time (products, cofactors, ∂B rows): a multiple of the f32 micro-kernel's 96 rows,
     /// small enough that a tile's products stay in L2.
@@ -50,9 +51,9 @@ impl Default for Tiling {
 }
 
 impl Tiling {
-    /// (block, tile) clamped to the matrix: both at least 1, tile at most block.
+    /// (block, tile) clamped to the matrix: both at least 1, block at most 512, tile at most block.
     fn sizes(self, rows: usize) -> (usize, usize) {
-        let block = self.block.clamp(1, rows.max(1));
+        let block = self.block.clamp(1, rows.clamp(1, 512));
         (block, self.tile.clamp(1, block))
     }
 }
@@ -274,7 +275,8 @@ fn accumulate_product<T: Real>(
     // Two panels of the f32 micro-kernel's 96 rows (of faer's transposed problem); 128 left a 32-row panel.
     const CHUNK: usize = 192;
     let n = dst.ncols();
-    let spans = threads.clamp(1, n.div_ceil(CHUNK).max(1));
+    // At least 64 columns a span, so a thread's share is not all call overhead.
+    let spans = threads.clamp(1, n.div_ceil(64).max(1));
     let width = n.div_ceil(spans).next_multiple_of(16).max(1);
     let jobs: Vec<_> = dst
         .axis_chunks_iter_mut(Axis(1), width)
