@@ -201,7 +201,9 @@ fn default_tiling_gives_the_unfused_abba_gradients_bit_for_bit_in_f32() {
     let norm2 = frob2(t.view());
     let expected = unfused_abba_step(&a, &t, norm2);
     let fit = Fitted::Abba(a);
-    for threads in [1, 2] {
+    // Three blocks (512, 512, 76 rows): at 2 threads a group where each thread takes a block, then a lone block
+    // split by tiles and columns; at 3 threads, one group of a block per thread.
+    for threads in [1, 2, 3] {
         let (_, grads) = fused::objective_and_grads(
             &fit,
             t.view(),

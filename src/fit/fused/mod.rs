@@ -7,7 +7,9 @@
 //! cofactor of pair i), ∂B_i = C_i·A_iᵀ and ∂A_i = B_iᵀ·C_i. A step cuts the m rows into *blocks* of
 //! [`Tiling::block`] rows and each block into *tiles* of [`Tiling::tile`] rows. For a tile: every P_i into the
 //! block's buffer i, one pass over its rows that turns each P_i into C_i in place and sums the squared residual,
-//! then the tile's rows of every ∂B_i. When all tiles of a block are done, ∂A_i += B_i[block]ᵀ·C_i[block].
+//! then the tile's rows of every ∂B_i. When all tiles of a block are done, ∂A_i += B_i[block]ᵀ·C_i[block]. With
+//! several threads, each takes a whole block at a time (its tiles, then its term of every ∂A_i, which are added in
+//! block order afterwards); a block left over is shared by tiles, then by columns of ∂A_i.
 //!
 //! Determinism: tiles are independent (any thread may run any tile), each ∂A entry is summed over the blocks in
 //! block order, and the objective is summed per row and then over rows in order, so results do not depend on the
@@ -80,12 +82,14 @@ pub fn threads() -> usize {
 /// The longest chain the fused path takes (longer ones go through the unfused maths).
 pub const MAX_CHAIN: usize = 8;
 
-/// Block buffers (one block × n array per pair, rows [`ROW_PAD`] elements longer than n) and per-row sums,
-/// reused from step to step.
+/// Buffers of the blocks formed at once (one array per pair, rows [`ROW_PAD`] elements longer than n), per-row sums
+/// and, when each thread takes a block, the blocks' ∂A terms, reused from step to step.
 #[derive(Default)]
 pub struct Workspace<T> {
     bufs: Vec<Array2<T>>,
     row_sums: Vec<f64>,
+    /// One block's ∂A_i terms (r_i × n), per block of a group and pair, when each thread takes whole blocks.
+    partials: Vec<Array2<T>>,
 }
 
 /// Unused elements at the end of each buffer row. With rows exactly n = 1024 f32 long, the ∂A product walks a
@@ -93,6 +97,10 @@ pub struct Workspace<T> {
 /// 16 more elements per row made that product 5–25 % faster in interleaved probes (1024², r = 36 and 72). faer's
 /// sums do not depend on the strides, so the bits stay the same.
 const ROW_PAD: usize = 16;
+
+/// The most buffer memory a step takes to give each thread a block of its own (64 MiB: 1024² f32 ABBA at 2
+/// threads takes 8.5 MB; an f32 ABBA 4096 columns wide gets at most three blocks at a time).
+const GROUP_BYTES: usize = 64 << 20;
 
 impl<T: Real> Workspace<T> {
     /// Buffers for `count` pairs of (block, n) tiles, and `rows` row sums.
@@ -109,6 +117,20 @@ impl<T: Real> Workspace<T> {
         }
         self.row_sums.clear();
         self.row_sums.resize(rows, 0.0);
+    }
+}
+
+/// `blocks` sets of ∂A_i terms in `partials`, shaped as `shapes` (one per pair).
+fn fit_partials<T: Real>(partials: &mut Vec<Array2<T>>, blocks: usize, shapes: &[(usize, usize)]) {
+    let count = blocks * shapes.len();
+    partials.truncate(count);
+    while partials.len() < count {
+        partials.push(Array2::zeros((0, 0)));
+    }
+    for (p, &shape) in partials.iter_mut().zip(shapes.iter().cycle()) {
+        if p.dim() != shape {
+            *p = Array2::zeros(shape);
+        }
     }
 }
 
@@ -132,12 +154,69 @@ pub trait TileKernel<T>: Sync {
     );
 }
 
-/// One tile's share of the outputs.
-struct TileJob<'a, T> {
+/// The share of the outputs one job owns, a block's or a tile's: its rows of every buffer, ∂B_i and row sum.
+struct RowsJob<'a, T> {
     rows: Range<usize>,
     bufs: Vec<ArrayViewMut2<'a, T>>,
     db: Vec<ArrayViewMut2<'a, T>>,
     sums: &'a mut [f64],
+}
+
+impl<T> RowsJob<'_, T> {
+    /// The block's tiles of `tile` rows from its first row, in order (borrowing the block's views). Tiles are
+    /// whole multiples of the micro-kernel's rows: cutting a block into tiles of 96, 96 and 64 rows changed the
+    /// gradients' bits.
+    fn tiles(&mut self, tile: usize) -> Vec<RowsJob<'_, T>> {
+        let ranges: Vec<Range<usize>> = self
+            .rows
+            .clone()
+            .step_by(tile)
+            .map(|t0| t0..(t0 + tile).min(self.rows.end))
+            .collect();
+        let lens: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+        let bufs = cut_rows(self.bufs.iter_mut().map(|v| v.view_mut()), &lens);
+        let db = cut_rows(self.db.iter_mut().map(|v| v.view_mut()), &lens);
+        let sums = cut_slice(&mut self.sums[..], &lens);
+        ranges
+            .into_iter()
+            .zip(bufs)
+            .zip(db)
+            .zip(sums)
+            .map(|(((rows, bufs), db), sums)| RowsJob {
+                rows,
+                bufs,
+                db,
+                sums,
+            })
+            .collect()
+    }
+}
+
+/// Each view's rows cut into consecutive pieces of `lens` rows, gathered by piece: `[piece][view]`.
+fn cut_rows<'a, T>(
+    views: impl IntoIterator<Item = ArrayViewMut2<'a, T>>,
+    lens: &[usize],
+) -> Vec<Vec<ArrayViewMut2<'a, T>>> {
+    let mut pieces: Vec<Vec<ArrayViewMut2<'a, T>>> = lens.iter().map(|_| Vec::new()).collect();
+    for mut rest in views {
+        for (piece, &len) in pieces.iter_mut().zip(lens) {
+            let (head, tail) = rest.split_at(Axis(0), len);
+            piece.push(head);
+            rest = tail;
+        }
+    }
+    pieces
+}
+
+/// `v` cut into consecutive pieces of `lens` entries.
+fn cut_slice<'a, T>(mut v: &'a mut [T], lens: &[usize]) -> Vec<&'a mut [T]> {
+    lens.iter()
+        .map(|&len| {
+            let (head, rest) = std::mem::take(&mut v).split_at_mut(len);
+            v = rest;
+            head
+        })
+        .collect()
 }
 
 /// Runs `kernel` over every tile; returns Σ‖R‖² and, with `grads`, [∂B_1, ∂A_1, ∂B_2, ∂A_2, …] (each ∂B_i and
@@ -158,7 +237,15 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
     let target = target.as_standard_layout();
     let aux_std = aux.as_ref().map(|w| w.as_standard_layout());
     let (block, tile) = tiling.sizes(m);
-    ws.fit(pairs.len(), (block, n), m);
+    // Up to `threads` blocks are formed at once (a group), so that each thread can take a whole block: its
+    // tiles, then its block's terms of every ∂A_i, with one wait on the threads per group. Sharing each block
+    // instead (tiles, then columns of ∂A_i) waited on them once per block and pair and left a thread idle on a
+    // block's uneven tiles (288 and 224 rows of 512): at 1024², r = 36, 2 threads ran the step no faster than 1.
+    // The group's buffers are capped at GROUP_BYTES, beyond which the blocks go one at a time as before.
+    let block_bytes = block * (n + ROW_PAD) * pairs.len() * std::mem::size_of::<T>();
+    let at_once = threads.clamp(1, (GROUP_BYTES / block_bytes.max(1)).max(1));
+    let group = (block * at_once).min(m).max(1);
+    ws.fit(pairs.len(), (group, n), m);
     let mut db: Vec<Array2<T>> = if grads {
         pairs
             .iter()
@@ -175,43 +262,47 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
     } else {
         Vec::new()
     };
-    let Workspace { bufs, row_sums } = ws;
-    for b0 in (0..m).step_by(block) {
-        let b1 = (b0 + block).min(m);
-        let rows = b1 - b0;
-        // The block's tiles, each holding its rows of every buffer, ∂B_i and row sum. Tiles stay whole multiples
-        // of the micro-kernel's rows even where that splits a block unevenly between threads (288 and 224 rows of
-        // 512): cutting each half into tiles of 96, 96 and 64 rows changed the gradients' bits.
-        let mut jobs: Vec<TileJob<'_, T>> = (b0..b1)
-            .step_by(tile)
-            .zip(row_sums[b0..b1].chunks_mut(tile))
-            .map(|(t0, sums)| TileJob {
-                rows: t0..(t0 + tile).min(b1),
-                bufs: Vec::with_capacity(pairs.len()),
-                db: Vec::with_capacity(pairs.len()),
+    let Workspace {
+        bufs,
+        row_sums,
+        partials,
+    } = ws;
+    for g0 in (0..m).step_by(group) {
+        let g1 = (g0 + group).min(m);
+        let blocks: Vec<Range<usize>> = (g0..g1)
+            .step_by(block)
+            .map(|b0| b0..(b0 + block).min(g1))
+            .collect();
+        // The group's blocks, each holding its rows of every buffer, ∂B_i and row sum.
+        let lens: Vec<usize> = blocks.iter().map(|r| r.len()).collect();
+        let block_bufs = cut_rows(
+            bufs.iter_mut()
+                .map(|b| b.view_mut().slice_move(s![..g1 - g0, ..n])),
+            &lens,
+        );
+        let block_db = cut_rows(
+            db.iter_mut()
+                .map(|d| d.view_mut().slice_move(s![g0..g1, ..])),
+            &lens,
+        );
+        let block_sums = cut_slice(&mut row_sums[g0..g1], &lens);
+        let block_jobs: Vec<RowsJob<'_, T>> = blocks
+            .iter()
+            .cloned()
+            .zip(block_bufs)
+            .zip(block_db)
+            .zip(block_sums)
+            .map(|(((rows, bufs), db), sums)| RowsJob {
+                rows,
+                bufs,
+                db,
                 sums,
             })
             .collect();
-        for buf in bufs.iter_mut() {
-            let mut rest = buf.view_mut().slice_move(s![..rows, ..n]);
-            for job in jobs.iter_mut() {
-                let (head, tail) = rest.split_at(Axis(0), job.rows.len());
-                job.bufs.push(head);
-                rest = tail;
-            }
-        }
-        for d in db.iter_mut() {
-            let mut rest = d.view_mut().slice_move(s![b0..b1, ..]);
-            for job in jobs.iter_mut() {
-                let (head, tail) = rest.split_at(Axis(0), job.rows.len());
-                job.db.push(head);
-                rest = tail;
-            }
-        }
         let target = target.view();
         let aux = aux_std.as_ref().map(|w| w.view());
-        let do_tile = |job: TileJob<'_, T>| {
-            let TileJob {
+        let do_tile = |job: RowsJob<'_, T>| {
+            let RowsJob {
                 rows,
                 mut bufs,
                 db,
@@ -243,11 +334,53 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 d.assign(&col);
             }
         };
-        split_map(jobs, threads, do_tile);
-        for ((d, buf), p) in da.iter_mut().zip(bufs.iter()).zip(pairs) {
-            let bt = p.b.slice(s![b0..b1, ..]).reversed_axes();
-            let c = buf.slice(s![..rows, ..n]);
-            accumulate_product(d.view_mut(), b0 > 0, bt, c, threads);
+        if grads && threads > 1 && blocks.len() == threads {
+            // A block per thread: its tiles, then its terms of every ∂A_i over all columns, from the buffers it
+            // has just written. faer sums a block's term in one chain and adds it onto ∂A_i, so adding the terms
+            // afterwards in block order gives the same bits.
+            let shapes: Vec<(usize, usize)> = pairs.iter().map(|p| (p.a.nrows(), n)).collect();
+            fit_partials(partials, blocks.len(), &shapes);
+            let jobs: Vec<_> = block_jobs
+                .into_iter()
+                .zip(partials.chunks_mut(pairs.len()))
+                .collect();
+            split_map(jobs, threads, |(mut job, terms)| {
+                for t in job.tiles(tile) {
+                    do_tile(t);
+                }
+                let rows = job.rows.clone();
+                for ((term, buf), p) in terms.iter_mut().zip(&job.bufs).zip(pairs) {
+                    let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
+                    for k0 in (0..n).step_by(CHUNK) {
+                        let cols = k0..(k0 + CHUNK).min(n);
+                        gemm_into_seq(
+                            term.slice_mut(s![.., cols.clone()]),
+                            false,
+                            bt,
+                            buf.slice(s![.., cols]),
+                            T::one(),
+                        );
+                    }
+                }
+            });
+            for (rows, terms) in blocks.iter().zip(partials.chunks(pairs.len())) {
+                for (d, term) in da.iter_mut().zip(terms) {
+                    if rows.start == 0 {
+                        d.assign(term);
+                    } else {
+                        *d += term;
+                    }
+                }
+            }
+        } else {
+            let mut block_jobs = block_jobs;
+            let tiles: Vec<RowsJob<'_, T>> =
+                block_jobs.iter_mut().flat_map(|b| b.tiles(tile)).collect();
+            split_map(tiles, threads, do_tile);
+            drop(block_jobs);
+            if grads {
+                accumulate_grads_a(&mut da, pairs, bufs, g0, &blocks, threads);
+            }
         }
     }
     if let Some(s) = grad_scale {
@@ -260,37 +393,55 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
     (sum, grads)
 }
 
-/// `dst (+)= a·c`, split by columns of `dst` between `threads` threads (each entry is the same whatever the split).
+/// ∂A_i (+)= Σ B_i[block]ᵀ·C_i[block] over the group's `blocks` (rows of the target; the buffers hold the group's
+/// rows from `g0`), in block order, for every pair; the first block of the matrix overwrites ∂A_i. The columns are
+/// split between `threads` threads (each entry is the same whatever the split).
 ///
-/// Each thread takes one span of columns (as even as 16-column steps allow) and walks it in chunks of
-/// [`CHUNK`] columns, so that the panel of `c` one faer call reads stays in L2: in interleaved single-thread probes
-/// (1024², r = 36, 512-row blocks) one call over all 1024 columns ran at 65–73 GFLOP/s, 192-column chunks at 85–124.
-fn accumulate_product<T: Real>(
-    mut dst: ArrayViewMut2<'_, T>,
-    accumulate: bool,
-    a: ArrayView2<'_, T>,
-    c: ArrayView2<'_, T>,
+/// Each thread takes one span of columns of every ∂A_i (as even as 16-column steps allow) and walks it in chunks
+/// of [`CHUNK`] columns, so that the panel of C_i one faer call reads stays in L2: in interleaved single-thread
+/// probes (1024², r = 36, 512-row blocks) one call over all 1024 columns ran at 65–73 GFLOP/s, 192-column chunks
+/// at 85–124.
+fn accumulate_grads_a<T: Real>(
+    da: &mut [Array2<T>],
+    pairs: &[Pair<'_, T>],
+    bufs: &[Array2<T>],
+    g0: usize,
+    blocks: &[Range<usize>],
     threads: usize,
 ) {
-    // Two panels of the f32 micro-kernel's 96 rows (of faer's transposed problem); 128 left a 32-row panel.
-    const CHUNK: usize = 192;
-    let n = dst.ncols();
+    let Some(n) = da.first().map(|d| d.ncols()) else {
+        return;
+    };
     // At least 64 columns a span, so a thread's share is not all call overhead.
     let spans = threads.clamp(1, n.div_ceil(64).max(1));
     let width = n.div_ceil(spans).next_multiple_of(16).max(1);
-    let jobs: Vec<_> = dst
-        .axis_chunks_iter_mut(Axis(1), width)
-        .zip(c.axis_chunks_iter(Axis(1), width))
+    let mut jobs: Vec<(usize, Vec<ArrayViewMut2<'_, T>>)> = (0..n.div_ceil(width))
+        .map(|k| (k * width, Vec::with_capacity(da.len())))
         .collect();
-    split_map(jobs, threads, |(mut d, c)| {
-        for (d, c) in d
-            .axis_chunks_iter_mut(Axis(1), CHUNK)
-            .zip(c.axis_chunks_iter(Axis(1), CHUNK))
-        {
-            gemm_into_seq(d, accumulate, a, c, T::one());
+    for d in da.iter_mut() {
+        for (job, span) in jobs.iter_mut().zip(d.axis_chunks_iter_mut(Axis(1), width)) {
+            job.1.push(span);
+        }
+    }
+    split_map(jobs, threads, |(c0, spans)| {
+        for ((mut d, buf), p) in spans.into_iter().zip(bufs).zip(pairs) {
+            let w = d.ncols();
+            for k0 in (0..w).step_by(CHUNK) {
+                let cols = c0 + k0..c0 + (k0 + CHUNK).min(w);
+                let mut dk = d.slice_mut(s![.., k0..(k0 + CHUNK).min(w)]);
+                for rows in blocks {
+                    let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
+                    let c = buf.slice(s![rows.start - g0..rows.end - g0, cols.clone()]);
+                    gemm_into_seq(dk.view_mut(), rows.start > 0, bt, c, T::one());
+                }
+            }
         }
     });
 }
+
+/// Columns of ∂A_i one faer call sums: two panels of the f32 micro-kernel's 96 rows (of faer's transposed
+/// problem); 128 left a 32-row panel.
+const CHUNK: usize = 192;
 
 /// `f` of every job, in job order, the jobs cut into at most `threads` runs of consecutive jobs (their lengths
 /// differ by at most one) that go in parallel. rayon's `with_min_len(len.div_ceil(threads))` cannot do this: it
