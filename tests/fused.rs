@@ -224,6 +224,52 @@ fn default_tiling_gives_the_unfused_abba_gradients_bit_for_bit_in_f32() {
 }
 
 #[test]
+fn gradients_are_identical_at_any_thread_count_on_edge_shapes() {
+    // faer sums one output row (rank 1), one inner row (a 1-row block: 1025 = 2·512 + 1) and one output column
+    // (193 = 192 + 1 columns, and at 4 threads four 64-column spans, the last 1 wide) by other paths, which carry
+    // on from the value they add onto instead of adding a separate sum; the thread split must not change the bits.
+    let (m, n) = (1025, 193);
+    let mut g = rng(6);
+    let mut u = |r: usize, c: usize| cast::<f32>(&uniform(r, c, &mut g));
+    let t = u(m, n);
+    let norm2 = frob2(t.view());
+    for (r1, r2) in [(1, 3), (3, 3)] {
+        let fit = Fitted::Abba(
+            Abba::new(
+                u(m, r1),
+                u(r1, n),
+                u(m, r2),
+                u(r2, n),
+                AbbaScale::Explicit { scale: 0.5 },
+            )
+            .unwrap(),
+        );
+        let run = |threads| {
+            fused::objective_and_grads(
+                &fit,
+                t.view(),
+                norm2,
+                &mut Workspace::default(),
+                Tiling::default(),
+                threads,
+            )
+            .unwrap()
+            .1
+        };
+        let one = run(1);
+        for threads in [2, 3, 4] {
+            for (f, (x, y)) in run(threads).iter().zip(&one).enumerate() {
+                let differ = x.iter().zip(y).filter(|(x, y)| x != y).count();
+                assert_eq!(
+                    differ, 0,
+                    "ranks ({r1}, {r2}), gradient {f} at {threads} threads: {differ} entries differ"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn results_are_identical_at_one_and_two_threads() {
     // f32 and the default tiling, as the studies run: a tile count that splits unevenly between threads.
     let (m, n) = (200, 150);

@@ -7,9 +7,10 @@
 //! cofactor of pair i), ∂B_i = C_i·A_iᵀ and ∂A_i = B_iᵀ·C_i. A step cuts the m rows into *blocks* of
 //! [`Tiling::block`] rows and each block into *tiles* of [`Tiling::tile`] rows. For a tile: every P_i into the
 //! block's buffer i, one pass over its rows that turns each P_i into C_i in place and sums the squared residual,
-//! then the tile's rows of every ∂B_i. When all tiles of a block are done, ∂A_i += B_i[block]ᵀ·C_i[block]. With
-//! several threads, each takes a whole block at a time (its tiles, then its term of every ∂A_i, which are added in
-//! block order afterwards); a block left over is shared by tiles, then by columns of ∂A_i.
+//! then the tile's rows of every ∂B_i. When all tiles of a block are done, ∂A_i += B_i[block]ᵀ·C_i[block]. Up to
+//! one block per thread is formed at once (a group). When a group has a block for every thread, each thread takes
+//! one (its tiles, then its term of every ∂A_i, added in block order afterwards); otherwise the threads share the
+//! group's tiles, then the columns of every ∂A_i.
 //!
 //! Determinism: tiles are independent (any thread may run any tile), each ∂A entry is summed over the blocks in
 //! block order, and the objective is summed per row and then over rows in order, so results do not depend on the
@@ -103,9 +104,9 @@ const ROW_PAD: usize = 16;
 const GROUP_BYTES: usize = 64 << 20;
 
 impl<T: Real> Workspace<T> {
-    /// Buffers for `count` pairs of (block, n) tiles, and `rows` row sums.
-    fn fit(&mut self, count: usize, (block, n): (usize, usize), rows: usize) {
-        let shape = (block, n + ROW_PAD);
+    /// Buffers for `count` pairs of (group, n) rows, and `rows` row sums.
+    fn fit(&mut self, count: usize, (group, n): (usize, usize), rows: usize) {
+        let shape = (group, n + ROW_PAD);
         self.bufs.truncate(count);
         while self.bufs.len() < count {
             self.bufs.push(Array2::zeros((0, 0)));
@@ -241,7 +242,7 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
     // tiles, then its block's terms of every ∂A_i, with one wait on the threads per group. Sharing each block
     // instead (tiles, then columns of ∂A_i) waited on them once per block and pair and left a thread idle on a
     // block's uneven tiles (288 and 224 rows of 512): at 1024², r = 36, 2 threads ran the step no faster than 1.
-    // The group's buffers are capped at GROUP_BYTES, beyond which the blocks go one at a time as before.
+    // The group's buffers are capped at GROUP_BYTES; beyond it fewer blocks go at once, and the threads share them.
     let block_bytes = block * (n + ROW_PAD) * pairs.len() * std::mem::size_of::<T>();
     let at_once = threads.clamp(1, (GROUP_BYTES / block_bytes.max(1)).max(1));
     let group = (block * at_once).min(m).max(1);
@@ -334,10 +335,15 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 d.assign(&col);
             }
         };
-        if grads && threads > 1 && blocks.len() == threads {
+        // faer sums a block's term B_i[block]ᵀ·C_i[block] in one chain (a block is one depth block) and adds it
+        // onto ∂A_i, so terms formed apart and added afterwards in block order give the same bits, except where
+        // faer carries the sum on from ∂A_i's value instead: one output row (rank 1) or one inner row (a 1-row
+        // block). Those keep to the shared path.
+        let separate_sums =
+            pairs.iter().all(|p| p.a.nrows() >= 2) && blocks.iter().all(|b| b.len() >= 2);
+        if grads && threads > 1 && blocks.len() == threads && !pairs.is_empty() && separate_sums {
             // A block per thread: its tiles, then its terms of every ∂A_i over all columns, from the buffers it
-            // has just written. faer sums a block's term in one chain and adds it onto ∂A_i, so adding the terms
-            // afterwards in block order gives the same bits.
+            // has just written.
             let shapes: Vec<(usize, usize)> = pairs.iter().map(|p| (p.a.nrows(), n)).collect();
             fit_partials(partials, blocks.len(), &shapes);
             let jobs: Vec<_> = block_jobs
@@ -351,8 +357,7 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 let rows = job.rows.clone();
                 for ((term, buf), p) in terms.iter_mut().zip(&job.bufs).zip(pairs) {
                     let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
-                    for k0 in (0..n).step_by(CHUNK) {
-                        let cols = k0..(k0 + CHUNK).min(n);
+                    for cols in column_pieces(n, CHUNK) {
                         gemm_into_seq(
                             term.slice_mut(s![.., cols.clone()]),
                             false,
@@ -415,20 +420,24 @@ fn accumulate_grads_a<T: Real>(
     // At least 64 columns a span, so a thread's share is not all call overhead.
     let spans = threads.clamp(1, n.div_ceil(64).max(1));
     let width = n.div_ceil(spans).next_multiple_of(16).max(1);
-    let mut jobs: Vec<(usize, Vec<ArrayViewMut2<'_, T>>)> = (0..n.div_ceil(width))
-        .map(|k| (k * width, Vec::with_capacity(da.len())))
+    let spans = column_pieces(n, width);
+    let mut jobs: Vec<(usize, Vec<ArrayViewMut2<'_, T>>)> = spans
+        .iter()
+        .map(|c| (c.start, Vec::with_capacity(da.len())))
         .collect();
     for d in da.iter_mut() {
-        for (job, span) in jobs.iter_mut().zip(d.axis_chunks_iter_mut(Axis(1), width)) {
-            job.1.push(span);
+        let mut rest = d.view_mut();
+        for (job, span) in jobs.iter_mut().zip(&spans) {
+            let (head, tail) = rest.split_at(Axis(1), span.len());
+            job.1.push(head);
+            rest = tail;
         }
     }
     split_map(jobs, threads, |(c0, spans)| {
         for ((mut d, buf), p) in spans.into_iter().zip(bufs).zip(pairs) {
-            let w = d.ncols();
-            for k0 in (0..w).step_by(CHUNK) {
-                let cols = c0 + k0..c0 + (k0 + CHUNK).min(w);
-                let mut dk = d.slice_mut(s![.., k0..(k0 + CHUNK).min(w)]);
+            for chunk in column_pieces(d.ncols(), CHUNK) {
+                let cols = c0 + chunk.start..c0 + chunk.end;
+                let mut dk = d.slice_mut(s![.., chunk]);
                 for rows in blocks {
                     let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
                     let c = buf.slice(s![rows.start - g0..rows.end - g0, cols.clone()]);
@@ -437,6 +446,22 @@ fn accumulate_grads_a<T: Real>(
             }
         }
     });
+}
+
+/// `0..n` cut into consecutive pieces of `width` columns, a last piece of one column joined to the one before:
+/// faer sums a single output column by another path than a wider one, so a column's bits would follow where the
+/// cuts fall (and so the thread count).
+fn column_pieces(n: usize, width: usize) -> Vec<Range<usize>> {
+    let width = width.max(1);
+    let mut pieces: Vec<Range<usize>> = (0..n)
+        .step_by(width)
+        .map(|c| c..(c + width).min(n))
+        .collect();
+    if pieces.len() >= 2 && pieces.last().is_some_and(|p| p.len() == 1) {
+        let last = pieces.pop().expect("two pieces");
+        pieces.last_mut().expect("one piece").end = last.end;
+    }
+    pieces
 }
 
 /// Columns of ∂A_i one faer call sums: two panels of the f32 micro-kernel's 96 rows (of faer's transposed
