@@ -183,43 +183,66 @@ fn unfused_abba_step(a: &Abba<f32>, t: &Array2<f32>, norm2: f64) -> Vec<Array2<f
     ]
 }
 
-#[test]
-fn default_tiling_gives_the_unfused_abba_gradients_bit_for_bit_in_f32() {
-    // Row blocks of 512 are faer's depth blocks: ∂A sums the same products in the same order.
-    let (m, n) = (1100, 300);
-    let mut g = rng(3);
+/// An m×n f32 target and an ABBA (s = 0.5) of ranks r1 and r2, every entry uniform.
+fn uniform_abba(
+    m: usize,
+    n: usize,
+    (r1, r2): (usize, usize),
+    seed: u64,
+) -> (Array2<f32>, Abba<f32>) {
+    let mut g = rng(seed);
     let mut u = |r: usize, c: usize| cast::<f32>(&uniform(r, c, &mut g));
     let t = u(m, n);
     let a = Abba::new(
-        u(m, 20),
-        u(20, n),
-        u(m, 12),
-        u(12, n),
+        u(m, r1),
+        u(r1, n),
+        u(m, r2),
+        u(r2, n),
         AbbaScale::Explicit { scale: 0.5 },
     )
     .unwrap();
+    (t, a)
+}
+
+/// The fused gradients of `fit` at the default tiling and `threads` threads.
+fn default_grads(
+    fit: &Fitted<f32>,
+    t: &Array2<f32>,
+    norm2: f64,
+    threads: usize,
+) -> Vec<Array2<f32>> {
+    fused::objective_and_grads(
+        fit,
+        t.view(),
+        norm2,
+        &mut Workspace::default(),
+        Tiling::default(),
+        threads,
+    )
+    .unwrap()
+    .1
+}
+
+/// Every gradient equal to its reference bit for bit (`what` names the case).
+fn assert_same_bits(grads: &[Array2<f32>], reference: &[Array2<f32>], what: &str) {
+    for (f, (x, y)) in grads.iter().zip(reference).enumerate() {
+        let differ = x.iter().zip(y).filter(|(x, y)| x != y).count();
+        assert_eq!(differ, 0, "{what}, gradient {f}: {differ} entries differ");
+    }
+}
+
+#[test]
+fn default_tiling_gives_the_unfused_abba_gradients_bit_for_bit_in_f32() {
+    // Row blocks of 512 are faer's depth blocks: ∂A sums the same products in the same order.
+    let (t, a) = uniform_abba(1100, 300, (20, 12), 3);
     let norm2 = frob2(t.view());
     let expected = unfused_abba_step(&a, &t, norm2);
     let fit = Fitted::Abba(a);
     // Three blocks (512, 512, 76 rows): at 2 threads a group where each thread takes a block, then a lone block
     // split by tiles and columns; at 3 threads, one group of a block per thread.
     for threads in [1, 2, 3] {
-        let (_, grads) = fused::objective_and_grads(
-            &fit,
-            t.view(),
-            norm2,
-            &mut Workspace::default(),
-            Tiling::default(),
-            threads,
-        )
-        .unwrap();
-        for (f, (x, y)) in grads.iter().zip(&expected).enumerate() {
-            let differ = x.iter().zip(y).filter(|(x, y)| x != y).count();
-            assert_eq!(
-                differ, 0,
-                "gradient {f} at {threads} threads: {differ} entries differ"
-            );
-        }
+        let grads = default_grads(&fit, &t, norm2, threads);
+        assert_same_bits(&grads, &expected, &format!("{threads} threads"));
     }
 }
 
@@ -228,43 +251,18 @@ fn gradients_are_identical_at_any_thread_count_on_edge_shapes() {
     // faer sums one output row (rank 1), one inner row (a 1-row block: 1025 = 2·512 + 1) and one output column
     // (193 = 192 + 1 columns, and at 4 threads four 64-column spans, the last 1 wide) by other paths, which carry
     // on from the value they add onto instead of adding a separate sum; the thread split must not change the bits.
-    let (m, n) = (1025, 193);
-    let mut g = rng(6);
-    let mut u = |r: usize, c: usize| cast::<f32>(&uniform(r, c, &mut g));
-    let t = u(m, n);
-    let norm2 = frob2(t.view());
     for (r1, r2) in [(1, 3), (3, 3)] {
-        let fit = Fitted::Abba(
-            Abba::new(
-                u(m, r1),
-                u(r1, n),
-                u(m, r2),
-                u(r2, n),
-                AbbaScale::Explicit { scale: 0.5 },
-            )
-            .unwrap(),
-        );
-        let run = |threads| {
-            fused::objective_and_grads(
-                &fit,
-                t.view(),
-                norm2,
-                &mut Workspace::default(),
-                Tiling::default(),
-                threads,
-            )
-            .unwrap()
-            .1
-        };
-        let one = run(1);
+        let (t, a) = uniform_abba(1025, 193, (r1, r2), 6);
+        let norm2 = frob2(t.view());
+        let fit = Fitted::Abba(a);
+        let one = default_grads(&fit, &t, norm2, 1);
         for threads in [2, 3, 4] {
-            for (f, (x, y)) in run(threads).iter().zip(&one).enumerate() {
-                let differ = x.iter().zip(y).filter(|(x, y)| x != y).count();
-                assert_eq!(
-                    differ, 0,
-                    "ranks ({r1}, {r2}), gradient {f} at {threads} threads: {differ} entries differ"
-                );
-            }
+            let grads = default_grads(&fit, &t, norm2, threads);
+            assert_same_bits(
+                &grads,
+                &one,
+                &format!("ranks ({r1}, {r2}) at {threads} threads"),
+            );
         }
     }
 }

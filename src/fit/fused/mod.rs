@@ -164,19 +164,19 @@ struct RowsJob<'a, T> {
 }
 
 impl<T> RowsJob<'_, T> {
-    /// The block's tiles of `tile` rows from its first row, in order (borrowing the block's views). Tiles are
-    /// whole multiples of the micro-kernel's rows: cutting a block into tiles of 96, 96 and 64 rows changed the
-    /// gradients' bits.
-    fn tiles(&mut self, tile: usize) -> Vec<RowsJob<'_, T>> {
+    /// The job's rows cut into pieces of `step` rows from its first row, in order (borrowing its views): a group's
+    /// blocks, a block's tiles. Tiles are whole multiples of the micro-kernel's rows: cutting a block into tiles of
+    /// 96, 96 and 64 rows changed the gradients' bits.
+    fn split(&mut self, step: usize) -> Vec<RowsJob<'_, T>> {
         let ranges: Vec<Range<usize>> = self
             .rows
             .clone()
-            .step_by(tile)
-            .map(|t0| t0..(t0 + tile).min(self.rows.end))
+            .step_by(step.max(1))
+            .map(|r0| r0..(r0 + step).min(self.rows.end))
             .collect();
         let lens: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
-        let bufs = cut_rows(self.bufs.iter_mut().map(|v| v.view_mut()), &lens);
-        let db = cut_rows(self.db.iter_mut().map(|v| v.view_mut()), &lens);
+        let bufs = cut(self.bufs.iter_mut().map(|v| v.view_mut()), Axis(0), &lens);
+        let db = cut(self.db.iter_mut().map(|v| v.view_mut()), Axis(0), &lens);
         let sums = cut_slice(&mut self.sums[..], &lens);
         ranges
             .into_iter()
@@ -193,15 +193,16 @@ impl<T> RowsJob<'_, T> {
     }
 }
 
-/// Each view's rows cut into consecutive pieces of `lens` rows, gathered by piece: `[piece][view]`.
-fn cut_rows<'a, T>(
+/// Each view cut along `axis` into consecutive pieces of `lens`, gathered by piece: `[piece][view]`.
+fn cut<'a, T>(
     views: impl IntoIterator<Item = ArrayViewMut2<'a, T>>,
+    axis: Axis,
     lens: &[usize],
 ) -> Vec<Vec<ArrayViewMut2<'a, T>>> {
     let mut pieces: Vec<Vec<ArrayViewMut2<'a, T>>> = lens.iter().map(|_| Vec::new()).collect();
     for mut rest in views {
         for (piece, &len) in pieces.iter_mut().zip(lens) {
-            let (head, tail) = rest.split_at(Axis(0), len);
+            let (head, tail) = rest.split_at(axis, len);
             piece.push(head);
             rest = tail;
         }
@@ -270,36 +271,21 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
     } = ws;
     for g0 in (0..m).step_by(group) {
         let g1 = (g0 + group).min(m);
-        let blocks: Vec<Range<usize>> = (g0..g1)
-            .step_by(block)
-            .map(|b0| b0..(b0 + block).min(g1))
-            .collect();
-        // The group's blocks, each holding its rows of every buffer, ∂B_i and row sum.
-        let lens: Vec<usize> = blocks.iter().map(|r| r.len()).collect();
-        let block_bufs = cut_rows(
-            bufs.iter_mut()
-                .map(|b| b.view_mut().slice_move(s![..g1 - g0, ..n])),
-            &lens,
-        );
-        let block_db = cut_rows(
-            db.iter_mut()
-                .map(|d| d.view_mut().slice_move(s![g0..g1, ..])),
-            &lens,
-        );
-        let block_sums = cut_slice(&mut row_sums[g0..g1], &lens);
-        let block_jobs: Vec<RowsJob<'_, T>> = blocks
-            .iter()
-            .cloned()
-            .zip(block_bufs)
-            .zip(block_db)
-            .zip(block_sums)
-            .map(|(((rows, bufs), db), sums)| RowsJob {
-                rows,
-                bufs,
-                db,
-                sums,
-            })
-            .collect();
+        // The group's rows of every buffer, ∂B_i and row sum, cut into its blocks.
+        let mut group_job = RowsJob {
+            rows: g0..g1,
+            bufs: bufs
+                .iter_mut()
+                .map(|b| b.view_mut().slice_move(s![..g1 - g0, ..n]))
+                .collect(),
+            db: db
+                .iter_mut()
+                .map(|d| d.view_mut().slice_move(s![g0..g1, ..]))
+                .collect(),
+            sums: &mut row_sums[g0..g1],
+        };
+        let mut block_jobs = group_job.split(block);
+        let blocks: Vec<Range<usize>> = block_jobs.iter().map(|j| j.rows.clone()).collect();
         let target = target.view();
         let aux = aux_std.as_ref().map(|w| w.view());
         let do_tile = |job: RowsJob<'_, T>| {
@@ -351,21 +337,12 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 .zip(partials.chunks_mut(pairs.len()))
                 .collect();
             split_map(jobs, threads, |(mut job, terms)| {
-                for t in job.tiles(tile) {
+                for t in job.split(tile) {
                     do_tile(t);
                 }
-                let rows = job.rows.clone();
+                let rows = std::slice::from_ref(&job.rows);
                 for ((term, buf), p) in terms.iter_mut().zip(&job.bufs).zip(pairs) {
-                    let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
-                    for cols in column_pieces(n, CHUNK) {
-                        gemm_into_seq(
-                            term.slice_mut(s![.., cols.clone()]),
-                            false,
-                            bt,
-                            buf.slice(s![.., cols]),
-                            T::one(),
-                        );
-                    }
+                    add_block_terms(term.view_mut(), 0, p, buf.view(), rows, true);
                 }
             });
             for (rows, terms) in blocks.iter().zip(partials.chunks(pairs.len())) {
@@ -378,13 +355,13 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 }
             }
         } else {
-            let mut block_jobs = block_jobs;
             let tiles: Vec<RowsJob<'_, T>> =
-                block_jobs.iter_mut().flat_map(|b| b.tiles(tile)).collect();
+                block_jobs.iter_mut().flat_map(|b| b.split(tile)).collect();
             split_map(tiles, threads, do_tile);
             drop(block_jobs);
+            drop(group_job);
             if grads {
-                accumulate_grads_a(&mut da, pairs, bufs, g0, &blocks, threads);
+                accumulate_grads_a(&mut da, pairs, bufs, &blocks, threads);
             }
         }
     }
@@ -399,8 +376,8 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
 }
 
 /// ∂A_i (+)= Σ B_i[block]ᵀ·C_i[block] over the group's `blocks` (rows of the target; the buffers hold the group's
-/// rows from `g0`), in block order, for every pair; the first block of the matrix overwrites ∂A_i. The columns are
-/// split between `threads` threads (each entry is the same whatever the split).
+/// rows from the first block's), in block order, for every pair; the first block of the matrix overwrites ∂A_i.
+/// The columns are split between `threads` threads (each entry is the same whatever the split).
 ///
 /// Each thread takes one span of columns of every ∂A_i (as even as 16-column steps allow) and walks it in chunks
 /// of [`CHUNK`] columns, so that the panel of C_i one faer call reads stays in L2: in interleaved single-thread
@@ -410,7 +387,6 @@ fn accumulate_grads_a<T: Real>(
     da: &mut [Array2<T>],
     pairs: &[Pair<'_, T>],
     bufs: &[Array2<T>],
-    g0: usize,
     blocks: &[Range<usize>],
     threads: usize,
 ) {
@@ -421,31 +397,37 @@ fn accumulate_grads_a<T: Real>(
     let spans = threads.clamp(1, n.div_ceil(64).max(1));
     let width = n.div_ceil(spans).next_multiple_of(16).max(1);
     let spans = column_pieces(n, width);
-    let mut jobs: Vec<(usize, Vec<ArrayViewMut2<'_, T>>)> = spans
-        .iter()
-        .map(|c| (c.start, Vec::with_capacity(da.len())))
-        .collect();
-    for d in da.iter_mut() {
-        let mut rest = d.view_mut();
-        for (job, span) in jobs.iter_mut().zip(&spans) {
-            let (head, tail) = rest.split_at(Axis(1), span.len());
-            job.1.push(head);
-            rest = tail;
-        }
-    }
+    let lens: Vec<usize> = spans.iter().map(|c| c.len()).collect();
+    let per_span = cut(da.iter_mut().map(|d| d.view_mut()), Axis(1), &lens);
+    let jobs: Vec<_> = spans.iter().map(|c| c.start).zip(per_span).collect();
+    let g0 = blocks.first().map_or(0, |b| b.start);
     split_map(jobs, threads, |(c0, spans)| {
-        for ((mut d, buf), p) in spans.into_iter().zip(bufs).zip(pairs) {
-            for chunk in column_pieces(d.ncols(), CHUNK) {
-                let cols = c0 + chunk.start..c0 + chunk.end;
-                let mut dk = d.slice_mut(s![.., chunk]);
-                for rows in blocks {
-                    let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
-                    let c = buf.slice(s![rows.start - g0..rows.end - g0, cols.clone()]);
-                    gemm_into_seq(dk.view_mut(), rows.start > 0, bt, c, T::one());
-                }
-            }
+        for ((d, buf), p) in spans.into_iter().zip(bufs).zip(pairs) {
+            add_block_terms(d, c0, p, buf.view(), blocks, g0 == 0);
         }
     });
+}
+
+/// `dst` (columns `c0..` of ∂A_i) (+)= Σ B_i[rows]ᵀ·C_i[rows] over `blocks` in order, [`CHUNK`] columns at a time;
+/// `c` holds C_i's rows from the first block's, and the first block overwrites `dst` when `overwrite`.
+fn add_block_terms<T: Real>(
+    mut dst: ArrayViewMut2<'_, T>,
+    c0: usize,
+    p: &Pair<'_, T>,
+    c: ArrayView2<'_, T>,
+    blocks: &[Range<usize>],
+    overwrite: bool,
+) {
+    let first = blocks.first().map_or(0, |b| b.start);
+    for chunk in column_pieces(dst.ncols(), CHUNK) {
+        let cols = c0 + chunk.start..c0 + chunk.end;
+        let mut dk = dst.slice_mut(s![.., chunk]);
+        for (k, rows) in blocks.iter().enumerate() {
+            let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
+            let ck = c.slice(s![rows.start - first..rows.end - first, cols.clone()]);
+            gemm_into_seq(dk.view_mut(), k > 0 || !overwrite, bt, ck, T::one());
+        }
+    }
 }
 
 /// `0..n` cut into consecutive pieces of `width` columns, a last piece of one column joined to the one before:
