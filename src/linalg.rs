@@ -91,6 +91,19 @@ pub fn thread_count() -> usize {
     }
 }
 
+/// The split faer's own decompositions (SVD, QR) are computed with. Their bits follow the number of threads they
+/// are split between (a 1024² SVD gave other singular values in ~900 of 1024 places at 1, 2, 3, 4 and 8 threads),
+/// and faer's default, all of rayon's threads, made a study's numbers depend on the machine's cores. A fixed
+/// split of 2 gives the same bits on any machine and with any `RAYON_NUM_THREADS` (rayon runs the two halves on
+/// whatever threads it has); 2 is the split the committed results were computed with (faer's default on the
+/// 2-core machine that made them).
+const DECOMPOSITION_THREADS: usize = 2;
+
+/// Points faer's global parallelism, which its decompositions read, at [`DECOMPOSITION_THREADS`].
+fn fixed_decomposition_split() {
+    faer::set_global_parallelism(Par::rayon(DECOMPOSITION_THREADS));
+}
+
 fn as_faer<'a, T: Real>(a: &'a ArrayView2<'_, T>) -> MatRef<'a, T> {
     let (r, c) = a.dim();
     let st = a.strides();
@@ -263,6 +276,7 @@ fn check_input<T: Real>(
 /// Exact thin SVD (k = min(m, n) triplets).
 pub fn svd_thin<T: Real>(a: ArrayView2<'_, T>) -> Result<Svd<T>, AbbaError> {
     let (m, n) = check_input(&a, "matrix passed to the SVD")?;
+    fixed_decomposition_split();
     let svd = as_faer(&a)
         .thin_svd()
         .map_err(|e| AbbaError::NoConvergence {
@@ -286,6 +300,7 @@ pub fn svd_truncated<T: Real>(a: ArrayView2<'_, T>, r: usize) -> Result<Svd<T>, 
 /// Thin QR: `a = Q·R`, Q m×k with orthonormal columns, R k×n upper triangular, k = min(m, n).
 pub fn qr_thin<T: Real>(a: ArrayView2<'_, T>) -> Result<(Array2<T>, Array2<T>), AbbaError> {
     check_input(&a, "matrix passed to QR")?;
+    fixed_decomposition_split();
     let qr = as_faer(&a).qr();
     let q = to_ndarray(qr.compute_thin_Q().as_ref());
     let r = to_ndarray(qr.thin_R());
@@ -360,6 +375,7 @@ pub fn frob2<T: Real>(a: ArrayView2<'_, T>) -> f64 {
 /// Singular values only (descending).
 pub fn singular_values<T: Real>(a: ArrayView2<'_, T>) -> Result<Array1<T>, AbbaError> {
     let (m, n) = check_input(&a, "matrix passed to the SVD")?;
+    fixed_decomposition_split();
     let s = as_faer(&a)
         .singular_values()
         .map_err(|e| AbbaError::NoConvergence {
