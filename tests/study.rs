@@ -132,19 +132,28 @@ fn reproduce_fig2_quick_writes_every_run_its_plots_and_a_summary() {
     );
 }
 
+/// The deterministic rows of study `text` run once per `RAYON_NUM_THREADS` value.
+fn rows_at_thread_counts<const N: usize>(
+    name: &str,
+    text: &str,
+    threads: [&str; N],
+) -> Vec<Vec<String>> {
+    let dir = scratch(name);
+    let spec = write_spec(&dir, text);
+    threads
+        .iter()
+        .map(|t| {
+            let out = dir.join(format!("t{t}"));
+            let o = run(study(&spec, &out, &["--no-report"]).env("RAYON_NUM_THREADS", t));
+            assert!(o.status.success(), "{}", stderr(&o));
+            deterministic_rows(&read_records(&out.join("results.csv")).unwrap())
+        })
+        .collect()
+}
+
 #[test]
 fn same_spec_and_seed_give_identical_rows_at_any_thread_count() {
-    let dir = scratch("threads");
-    let spec = write_spec(&dir, SMALL);
-    let mut rows = Vec::new();
-    for threads in ["1", "2"] {
-        let out = dir.join(format!("t{threads}"));
-        let o = run(study(&spec, &out, &["--no-report"]).env("RAYON_NUM_THREADS", threads));
-        assert!(o.status.success(), "{}", stderr(&o));
-        rows.push(deterministic_rows(
-            &read_records(&out.join("results.csv")).unwrap(),
-        ));
-    }
+    let rows = rows_at_thread_counts("threads", SMALL, ["1", "2"]);
     assert!(!rows[0].is_empty());
     assert_eq!(rows[0], rows[1]);
 }
@@ -154,9 +163,8 @@ fn same_spec_and_seed_give_identical_rows_at_any_thread_count() {
 /// 1 and 3 threads here, so that neither is the fixed split of 2.
 #[test]
 fn decompositions_give_the_same_bits_at_any_thread_count() {
-    let dir = scratch("threads-svd");
-    let spec = write_spec(
-        &dir,
+    let rows = rows_at_thread_counts(
+        "threads-svd",
         r#"
 name = "svd-threads"
 rows = 512
@@ -177,16 +185,8 @@ kind = "als"
 sweeps = 2
 methods = ["abba"]
 "#,
+        ["1", "3"],
     );
-    let mut rows = Vec::new();
-    for threads in ["1", "3"] {
-        let out = dir.join(format!("t{threads}"));
-        let o = run(study(&spec, &out, &["--no-report"]).env("RAYON_NUM_THREADS", threads));
-        assert!(o.status.success(), "{}", stderr(&o));
-        rows.push(deterministic_rows(
-            &read_records(&out.join("results.csv")).unwrap(),
-        ));
-    }
     assert_eq!(rows[0].len(), 2);
     assert_eq!(rows[0], rows[1]);
 }
