@@ -18,6 +18,9 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::AbbaError;
 
+#[cfg(target_arch = "x86_64")]
+mod sgemm_avx512;
+
 /// The real scalars this crate computes in: `f32` for speed, `f64` for tight references.
 pub trait Real:
     faer::traits::RealField
@@ -180,6 +183,14 @@ pub fn gemm_into_par<T: Real>(
         }
         return;
     }
+    // One row or column out: faer would split the inner dimension between threads (see gemm_into_seq).
+    let split = parallel
+        && a.nrows() > 1
+        && b.ncols() > 1
+        && a.nrows() * a.ncols() * b.ncols() >= PARALLEL_MIN_MACS;
+    if faster_f32_product(&mut dst, accumulate, &a, &b, alpha, split) {
+        return;
+    }
     let beta = if accumulate {
         Accum::Add
     } else {
@@ -191,17 +202,95 @@ pub fn gemm_into_par<T: Real>(
         as_faer(&a),
         as_faer(&b),
         alpha,
-        // One row or column out: faer would split the inner dimension between threads (see gemm_into_seq).
-        if parallel
-            && a.nrows() > 1
-            && b.ncols() > 1
-            && a.nrows() * a.ncols() * b.ncols() >= PARALLEL_MIN_MACS
-        {
-            par()
-        } else {
-            Par::Seq
-        },
+        if split { par() } else { Par::Seq },
     );
+}
+
+/// The smallest f32 products [`sgemm_avx512`] takes over from faer, as (rows along its 32-row tile — the output's
+/// side with unit stride —, the other output side, the inner dimension). Below these it was slower than faer's
+/// kernel or no faster (`examples/sgemm_shapes.rs`, 2 cores): its right operand is packed by a scalar gather,
+/// which costs as much as the tile's work when the output's unit-stride side is only 256 long, and faer's kernel
+/// already does well on the narrow products of the fitting loop.
+const SGEMM_MIN_SIDES: (usize, usize, usize) = (512, 256, 512);
+
+/// Whether an f32 product of these sides (and a destination whose row stride is 1 or not) runs on our AVX-512
+/// kernel rather than faer's, strides allowing: the CPU has AVX-512 and the sides reach [`SGEMM_MIN_SIDES`].
+/// Public so that the test against faer's bits can check that it exercised the kernel.
+#[doc(hidden)]
+pub fn avx512_sgemm_takes(m: usize, k: usize, n: usize, unit_row_stride: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (tile_side, other_side) = if unit_row_stride { (m, n) } else { (n, m) };
+        let (min_tile, min_other, min_inner) = SGEMM_MIN_SIDES;
+        tile_side >= min_tile
+            && other_side >= min_other
+            && k >= min_inner
+            && sgemm_avx512::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, k, n, unit_row_stride);
+        false
+    }
+}
+
+/// Runs an f32 product through [`sgemm_avx512`] where that gives faer's bits faster: an AVX-512 CPU, all three
+/// sides at least [`SGEMM_MIN_SIDES`], non-negative strides and a destination with a unit stride. Returns whether
+/// it did.
+#[cfg(target_arch = "x86_64")]
+fn faster_f32_product<T: Real>(
+    dst: &mut ArrayViewMut2<'_, T>,
+    accumulate: bool,
+    a: &ArrayView2<'_, T>,
+    b: &ArrayView2<'_, T>,
+    alpha: T,
+    split: bool,
+) -> bool {
+    use sgemm_avx512::{Destination, Operand};
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>() {
+        return false;
+    }
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    let strides = [a.strides(), b.strides(), dst.strides()].concat();
+    if !avx512_sgemm_takes(m, k, n, dst.strides()[0] == 1)
+        || strides.iter().any(|&s| s < 0)
+        || !dst.strides().contains(&1)
+    {
+        return false;
+    }
+    let operand = |v: &ArrayView2<'_, T>| Operand {
+        ptr: v.as_ptr().cast::<f32>(),
+        rows: v.nrows(),
+        cols: v.ncols(),
+        row_stride: v.strides()[0],
+        col_stride: v.strides()[1],
+    };
+    let out = Destination {
+        ptr: dst.as_mut_ptr().cast::<f32>(),
+        rows: m,
+        cols: n,
+        row_stride: dst.strides()[0],
+        col_stride: dst.strides()[1],
+    };
+    let threads = if split { thread_count() } else { 1 };
+    // SAFETY: T is f32 (checked above); the views are valid for their shapes and strides, dst is uniquely
+    // borrowed so it cannot overlap an operand, the shapes agree (asserted by the caller), the strides are
+    // non-negative with a unit destination stride, and the CPU has AVX-512.
+    let alpha = alpha.f64() as f32;
+    unsafe { sgemm_avx512::product(out, accumulate, operand(a), operand(b), alpha, threads) };
+    true
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn faster_f32_product<T: Real>(
+    _: &mut ArrayViewMut2<'_, T>,
+    _: bool,
+    _: &ArrayView2<'_, T>,
+    _: &ArrayView2<'_, T>,
+    _: T,
+    _: bool,
+) -> bool {
+    false
 }
 
 /// `a·b` as a new array.
