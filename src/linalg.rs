@@ -206,12 +206,12 @@ pub fn gemm_into_par<T: Real>(
     );
 }
 
-/// The smallest f32 products [`sgemm_avx512`] takes over from faer, as (rows along its 32-row tile — the output's
-/// side with unit stride —, the other output side, the inner dimension). Below these it was slower than faer's
-/// kernel or no faster (`examples/sgemm_shapes.rs`, 2 cores): its right operand is packed by a scalar gather,
-/// which costs as much as the tile's work when the output's unit-stride side is only 256 long, and faer's kernel
-/// already does well on the narrow products of the fitting loop.
-const SGEMM_MIN_SIDES: (usize, usize, usize) = (512, 256, 512);
+/// The smallest f32 products [`sgemm_avx512`] takes over from faer, as (the output's side with unit stride, which
+/// runs along its 32-row tile; the other output side; the inner dimension). Measured with
+/// `examples/sgemm_shapes.rs` on 2 cores: from these sides up it was as fast as faer's kernel or faster (0.8–1.0×
+/// of its time at 128–4096, 0.77–0.85× on large squares); with a unit-stride side of 16 or 36 most of its 32-row
+/// tiles ran empty and it was 1.2–1.4× slower, so the fitting loop's rank-36 outputs stay with faer.
+const SGEMM_MIN_SIDES: (usize, usize, usize) = (128, 32, 64);
 
 /// Whether an f32 product of these sides (and a destination whose row stride is 1 or not) runs on our AVX-512
 /// kernel rather than faer's, strides allowing: the CPU has AVX-512 and the sides reach [`SGEMM_MIN_SIDES`].

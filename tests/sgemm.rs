@@ -66,8 +66,11 @@ fn large_f32_products_give_faers_bits_in_every_layout() {
         (530, 700, 611),
         (1030, 512, 257),
         (257, 1300, 1030),
+        // Short sides: partial 12-column tiles, a single depth block shorter than a tile's rows.
+        (40, 300, 150),
+        (700, 70, 35),
     ];
-    let mut on_our_kernel = 0;
+    let (mut on_our_kernel, mut total) = (0, 0);
     for &(m, k, n) in &shapes {
         for layout in 0..4 {
             let (a_cm, b_cm, d_cm) = (layout & 1 == 1, layout & 2 == 2, layout == 3);
@@ -99,6 +102,7 @@ fn large_f32_products_give_faers_bits_in_every_layout() {
                         0,
                         "transposed {m}×{k}×{n}, layout {layout}"
                     );
+                    total += 2;
                     on_our_kernel +=
                         usize::from(avx512_sgemm_takes(m, k, n, ours.strides()[0] == 1));
                     on_our_kernel +=
@@ -119,8 +123,8 @@ fn large_f32_products_give_faers_bits_in_every_layout() {
     // On an AVX-512 CPU most of these cases must have run our kernel, or the comparison above proved nothing.
     if std::arch::is_x86_feature_detected!("avx512f") {
         assert!(
-            on_our_kernel >= 100,
-            "only {on_our_kernel} of 192 products ran the AVX-512 kernel"
+            on_our_kernel >= 2 * total / 3,
+            "only {on_our_kernel} of {total} products ran the AVX-512 kernel"
         );
     }
 }

@@ -140,35 +140,43 @@ pub unsafe fn product(
     };
     let tiles = len.div_ceil(unit);
     let per = tiles.div_ceil(threads) * unit;
-    use rayon::prelude::*;
-    (0..len)
-        .step_by(per)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .with_max_len(1)
-        .for_each(|start| {
-            // Whole structs move in (a closure would otherwise capture the bare, unsendable pointers).
-            let (dst, a, b) = (dst, a, b);
-            let size = per.min(len - start);
-            // SAFETY: the bands are disjoint parts of a destination the caller lent us whole.
-            unsafe {
-                if by_rows {
-                    let d = Destination {
-                        ptr: dst.ptr.add(start),
-                        rows: size,
-                        ..dst
-                    };
-                    band(d, accumulate, a.rows_from(start, size), b, alpha)
-                } else {
-                    let d = Destination {
-                        ptr: dst.ptr.offset(start as isize * dst.col_stride),
-                        cols: size,
-                        ..dst
-                    };
-                    band(d, accumulate, a, b.cols_from(start, size), alpha)
-                }
+    let starts: Vec<usize> = (0..len).step_by(per).collect();
+    let run = |start: usize| {
+        // Whole structs move in (a closure would otherwise capture the bare, unsendable pointers).
+        let (dst, a, b) = (dst, a, b);
+        let size = per.min(len - start);
+        // SAFETY: the bands are disjoint parts of a destination the caller lent us whole.
+        unsafe {
+            if by_rows {
+                let d = Destination {
+                    ptr: dst.ptr.add(start),
+                    rows: size,
+                    ..dst
+                };
+                band(d, accumulate, a.rows_from(start, size), b, alpha)
+            } else {
+                let d = Destination {
+                    ptr: dst.ptr.offset(start as isize * dst.col_stride),
+                    cols: size,
+                    ..dst
+                };
+                band(d, accumulate, a, b.cols_from(start, size), alpha)
             }
-        });
+        }
+    };
+    in_parallel(&starts, &run);
+}
+
+/// Runs `run` on every start, halving the list with `rayon::join`.
+fn in_parallel(starts: &[usize], run: &(impl Fn(usize) + Sync)) {
+    match starts {
+        [] => {}
+        [one] => run(*one),
+        _ => {
+            let (left, right) = starts.split_at(starts.len() / 2);
+            rayon::join(|| in_parallel(left, run), || in_parallel(right, run));
+        }
+    }
 }
 
 /// 64-byte aligned storage for packed panels.
@@ -198,6 +206,9 @@ unsafe fn band(dst: Destination, accumulate: bool, a: Operand, b: Operand, alpha
         let (left, right) = &mut *panels;
         let left = floats(left, MC.min(m.next_multiple_of(MR)) * KC.min(k));
         let right = floats(right, NC.min(n.next_multiple_of(NR)) * KC.min(k));
+        // Columns of `b` that are contiguous are read where they lie: packing them would be a transpose, a scalar
+        // gather that cost as much as the tile's work when the output's other side is short.
+        let direct = b.row_stride == 1 && b.col_stride != 1;
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
@@ -205,7 +216,9 @@ unsafe fn band(dst: Destination, accumulate: bool, a: Operand, b: Operand, alpha
                 let replace = pc == 0 && !accumulate;
                 // SAFETY: all indices below stay inside the shapes the caller vouched for.
                 unsafe {
-                    pack_right(right, b, pc, kc, jc, nc);
+                    if !direct {
+                        pack_right(right, b, pc, kc, jc, nc);
+                    }
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
                         pack_left(left, a, ic, mc, pc, kc);
@@ -216,17 +229,37 @@ unsafe fn band(dst: Destination, accumulate: bool, a: Operand, b: Operand, alpha
                                 let c = dst.ptr.offset(
                                     (ic + ir) as isize + (jc + jr) as isize * dst.col_stride,
                                 );
-                                tile(
-                                    kc,
-                                    left.as_ptr().add(ir * kc),
-                                    right.as_ptr().add(jr * kc),
-                                    c,
-                                    dst.col_stride,
-                                    mr,
-                                    nr,
-                                    alpha,
-                                    replace,
-                                );
+                                let l = left.as_ptr().add(ir * kc);
+                                if direct {
+                                    // Columns past the end read the last one again; they are never written.
+                                    let cols =
+                                        std::array::from_fn(|j| b.at(pc, jc + jr + j.min(nr - 1)));
+                                    tile::<1>(
+                                        kc,
+                                        l,
+                                        &cols,
+                                        c,
+                                        dst.col_stride,
+                                        mr,
+                                        nr,
+                                        alpha,
+                                        replace,
+                                    );
+                                } else {
+                                    let packed = right.as_ptr().add(jr * kc);
+                                    let cols = std::array::from_fn(|j| packed.add(j));
+                                    tile::<NR>(
+                                        kc,
+                                        l,
+                                        &cols,
+                                        c,
+                                        dst.col_stride,
+                                        mr,
+                                        nr,
+                                        alpha,
+                                        replace,
+                                    );
+                                }
                             }
                         }
                     }
@@ -239,28 +272,62 @@ unsafe fn band(dst: Destination, accumulate: bool, a: Operand, b: Operand, alpha
 /// Rows `i0..i0+mc`, depth `p0..p0+kc` of `a` as panels of [`MR`] rows: panel q holds, for each depth index, its
 /// 32 rows contiguous (rows past the end are zero).
 unsafe fn pack_left(dst: &mut [f32], a: Operand, i0: usize, mc: usize, p0: usize, kc: usize) {
+    if a.row_stride == 1 {
+        // SAFETY: as below; a column of the block is mc contiguous floats.
+        unsafe { pack_left_columns(dst, a, i0, mc, p0, kc) };
+        return;
+    }
     for ir in (0..mc).step_by(MR) {
         let mr = MR.min(mc - ir);
         let panel = &mut dst[ir * kc..(ir + MR) * kc];
         // SAFETY: (i0 + ir + i, p0 + p) lies inside `a` for i < mr, p < kc.
         unsafe {
-            if a.row_stride == 1 {
+            for i in 0..mr {
+                let src = a.at(i0 + ir + i, p0);
                 for p in 0..kc {
-                    let src = a.at(i0 + ir, p0 + p);
-                    let out = &mut panel[p * MR..(p + 1) * MR];
-                    std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), mr);
-                    out[mr..].fill(0.0);
+                    panel[p * MR + i] = *src.offset(p as isize * a.col_stride);
                 }
-            } else {
-                for i in 0..mr {
-                    let src = a.at(i0 + ir + i, p0);
-                    for p in 0..kc {
-                        panel[p * MR + i] = *src.offset(p as isize * a.col_stride);
-                    }
-                }
-                for p in 0..kc {
-                    panel[p * MR + mr..(p + 1) * MR].fill(0.0);
-                }
+            }
+        }
+        for p in 0..kc {
+            panel[p * MR + mr..(p + 1) * MR].fill(0.0);
+        }
+    }
+}
+
+/// [`pack_left`] for a column-major block: each column is read once, front to back (reading a panel's 32 rows of
+/// every column in turn would touch one page per column and stall on the TLB).
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_left_columns(
+    dst: &mut [f32],
+    a: Operand,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+) {
+    let out = dst.as_mut_ptr();
+    for p in 0..kc {
+        // SAFETY: rows i0..i0+mc of column p0+p lie inside `a`; panel q's slot for p is dst[(q·kc + p)·MR..][..MR].
+        unsafe {
+            let src = a.at(i0, p0 + p);
+            for ir in (0..mc).step_by(MR) {
+                let slot = out.add(ir * kc + p * MR);
+                let rows = mc - ir;
+                let low: __mmask16 = if rows >= 16 {
+                    0xffff
+                } else {
+                    (1u16 << rows) - 1
+                };
+                let high: __mmask16 = if rows >= MR {
+                    0xffff
+                } else if rows <= 16 {
+                    0
+                } else {
+                    (1u16 << (rows - 16)) - 1
+                };
+                _mm512_store_ps(slot, _mm512_maskz_loadu_ps(low, src.add(ir)));
+                _mm512_store_ps(slot.add(16), _mm512_maskz_loadu_ps(high, src.add(ir + 16)));
             }
         }
     }
@@ -298,12 +365,13 @@ unsafe fn pack_right(dst: &mut [f32], b: Operand, p0: usize, kc: usize, j0: usiz
 
 /// One 32×12 tile of the destination (its top-left entry at `c`, columns `ldc` apart) over one depth block:
 /// the block's sums times alpha, stored (`replace`) or added; only the first `mr` rows and `nr` columns are written.
+/// The right operand's column j holds its depth index p at `right[j] + p·STEP` (a packed panel: STEP = [`NR`]).
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(
+unsafe fn tile<const STEP: usize>(
     kc: usize,
     left: *const f32,
-    right: *const f32,
+    right: &[*const f32; NR],
     c: *mut f32,
     ldc: isize,
     mr: usize,
@@ -320,9 +388,8 @@ unsafe fn tile(
             _mm_prefetch::<_MM_HINT_T0>(l.wrapping_add(PREFETCH_STEPS * MR + 16).cast());
             let a0 = _mm512_load_ps(l);
             let a1 = _mm512_load_ps(l.add(16));
-            let r = right.add(p * NR);
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let bj = _mm512_set1_ps(*r.add(j));
+            for (acc, col) in acc.iter_mut().zip(right) {
+                let bj = _mm512_set1_ps(*col.add(p * STEP));
                 acc[0] = _mm512_fmadd_ps(a0, bj, acc[0]);
                 acc[1] = _mm512_fmadd_ps(a1, bj, acc[1]);
             }
