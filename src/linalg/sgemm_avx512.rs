@@ -277,6 +277,14 @@ unsafe fn pack_left(dst: &mut [f32], a: Operand, i0: usize, mc: usize, p0: usize
         unsafe { pack_left_columns(dst, a, i0, mc, p0, kc) };
         return;
     }
+    if a.row_stride
+        .checked_mul(MR as isize)
+        .is_some_and(|span| span <= i32::MAX as isize)
+    {
+        // SAFETY: as below; the rows' offsets fit the gather's 32-bit indices.
+        unsafe { pack_left_gathered(dst, a, i0, mc, p0, kc) };
+        return;
+    }
     for ir in (0..mc).step_by(MR) {
         let mr = MR.min(mc - ir);
         let panel = &mut dst[ir * kc..(ir + MR) * kc];
@@ -293,6 +301,63 @@ unsafe fn pack_left(dst: &mut [f32], a: Operand, i0: usize, mc: usize, p0: usize
             panel[p * MR + mr..(p + 1) * MR].fill(0.0);
         }
     }
+}
+
+/// [`pack_left`] for a block whose rows are far apart: each depth index's 32 rows in two gathers (a scalar loop
+/// stored one float at a time and cost as much as a tile's work on products with 256 rows).
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_left_gathered(
+    dst: &mut [f32],
+    a: Operand,
+    i0: usize,
+    mc: usize,
+    p0: usize,
+    kc: usize,
+) {
+    let rows = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(a.row_stride as i32),
+    );
+    let out = dst.as_mut_ptr();
+    for ir in (0..mc).step_by(MR) {
+        let (low, high) = row_masks(mc - ir);
+        // SAFETY: rows i0+ir.. (masked to those inside the block) at depth p0+p lie inside `a`.
+        unsafe {
+            let top = a.at(i0 + ir, p0);
+            let bottom = top.wrapping_offset(16 * a.row_stride);
+            for p in 0..kc {
+                let at = p as isize * a.col_stride;
+                let slot = out.add(ir * kc + p * MR);
+                let zero = _mm512_setzero_ps();
+                let v0 = _mm512_mask_i32gather_ps::<4>(zero, low, rows, top.offset(at).cast());
+                let v1 = _mm512_mask_i32gather_ps::<4>(
+                    zero,
+                    high,
+                    rows,
+                    bottom.wrapping_offset(at).cast(),
+                );
+                _mm512_store_ps(slot, v0);
+                _mm512_store_ps(slot.add(16), v1);
+            }
+        }
+    }
+}
+
+/// Lane masks for the first `rows` of a 32-row tile, as (rows 0–15, rows 16–31).
+fn row_masks(rows: usize) -> (__mmask16, __mmask16) {
+    let low = if rows >= 16 {
+        0xffff
+    } else {
+        (1u16 << rows) - 1
+    };
+    let high = if rows >= MR {
+        0xffff
+    } else if rows <= 16 {
+        0
+    } else {
+        (1u16 << (rows - 16)) - 1
+    };
+    (low, high)
 }
 
 /// [`pack_left`] for a column-major block: each column is read once, front to back (reading a panel's 32 rows of
@@ -313,19 +378,7 @@ unsafe fn pack_left_columns(
             let src = a.at(i0, p0 + p);
             for ir in (0..mc).step_by(MR) {
                 let slot = out.add(ir * kc + p * MR);
-                let rows = mc - ir;
-                let low: __mmask16 = if rows >= 16 {
-                    0xffff
-                } else {
-                    (1u16 << rows) - 1
-                };
-                let high: __mmask16 = if rows >= MR {
-                    0xffff
-                } else if rows <= 16 {
-                    0
-                } else {
-                    (1u16 << (rows - 16)) - 1
-                };
+                let (low, high) = row_masks(mc - ir);
                 _mm512_store_ps(slot, _mm512_maskz_loadu_ps(low, src.add(ir)));
                 _mm512_store_ps(slot.add(16), _mm512_maskz_loadu_ps(high, src.add(ir + 16)));
             }
@@ -396,14 +449,7 @@ unsafe fn tile<const STEP: usize>(
         }
     }
     let va = _mm512_set1_ps(alpha);
-    let low: __mmask16 = if mr >= 16 { 0xffff } else { (1u16 << mr) - 1 };
-    let high: __mmask16 = if mr >= MR {
-        0xffff
-    } else if mr <= 16 {
-        0
-    } else {
-        (1u16 << (mr - 16)) - 1
-    };
+    let (low, high) = row_masks(mr);
     for (j, acc) in acc.iter().enumerate().take(nr) {
         // SAFETY: column j < nr and rows < mr of the tile lie inside the destination; masked lanes are not touched.
         unsafe {
