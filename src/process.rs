@@ -203,7 +203,8 @@ mod tests {
         for i in (0..v.len()).step_by(4096) {
             v[i] = 1;
         }
-        v
+        // The caller only drops it: without the barrier an optimiser may leave the pages untouched.
+        std::hint::black_box(v)
     }
 
     /// Other tests of this binary may start runs concurrently; the per-run comparison is asserted only when both
