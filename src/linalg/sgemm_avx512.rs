@@ -230,35 +230,22 @@ unsafe fn band(dst: Destination, accumulate: bool, a: Operand, b: Operand, alpha
                                     (ic + ir) as isize + (jc + jr) as isize * dst.col_stride,
                                 );
                                 let l = left.as_ptr().add(ir * kc);
+                                let out = TileOut {
+                                    c,
+                                    ldc: dst.col_stride,
+                                    mr,
+                                    nr,
+                                    alpha,
+                                    replace,
+                                };
                                 if direct {
                                     // Columns past the end read the last one again; they are never written.
                                     let cols =
                                         std::array::from_fn(|j| b.at(pc, jc + jr + j.min(nr - 1)));
-                                    tile::<1>(
-                                        kc,
-                                        l,
-                                        &cols,
-                                        c,
-                                        dst.col_stride,
-                                        mr,
-                                        nr,
-                                        alpha,
-                                        replace,
-                                    );
+                                    tile::<1>(kc, l, &cols, out);
                                 } else {
                                     let packed = right.as_ptr().add(jr * kc);
-                                    let cols = std::array::from_fn(|j| packed.add(j));
-                                    tile::<NR>(
-                                        kc,
-                                        l,
-                                        &cols,
-                                        c,
-                                        dst.col_stride,
-                                        mr,
-                                        nr,
-                                        alpha,
-                                        replace,
-                                    );
+                                    tile::<NR>(kc, l, &std::array::from_fn(|j| packed.add(j)), out);
                                 }
                             }
                         }
@@ -416,22 +403,35 @@ unsafe fn pack_right(dst: &mut [f32], b: Operand, p0: usize, kc: usize, j0: usiz
     }
 }
 
-/// One 32×12 tile of the destination (its top-left entry at `c`, columns `ldc` apart) over one depth block:
-/// the block's sums times alpha, stored (`replace`) or added; only the first `mr` rows and `nr` columns are written.
-/// The right operand's column j holds its depth index p at `right[j] + p·STEP` (a packed panel: STEP = [`NR`]).
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile<const STEP: usize>(
-    kc: usize,
-    left: *const f32,
-    right: &[*const f32; NR],
+/// Where one 32×12 tile of the destination goes: its top-left entry at `c`, columns `ldc` apart; only the first
+/// `mr` rows and `nr` columns are written, the block's sums times `alpha`, stored (`replace`) or added.
+#[derive(Clone, Copy)]
+struct TileOut {
     c: *mut f32,
     ldc: isize,
     mr: usize,
     nr: usize,
     alpha: f32,
     replace: bool,
+}
+
+/// One 32×12 tile over one depth block of `kc` steps. The right operand's column j holds its depth index p at
+/// `right[j] + p·STEP` (a packed panel: STEP = [`NR`]).
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const STEP: usize>(
+    kc: usize,
+    left: *const f32,
+    right: &[*const f32; NR],
+    out: TileOut,
 ) {
+    let TileOut {
+        c,
+        ldc,
+        mr,
+        nr,
+        alpha,
+        replace,
+    } = out;
     let mut acc = [[_mm512_setzero_ps(); 2]; NR];
     for p in 0..kc {
         // SAFETY: the packed panels hold kc steps of MR and NR floats; a prefetch past the end cannot fault.
