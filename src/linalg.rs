@@ -211,26 +211,28 @@ pub fn gemm_into_par<T: Real>(
 /// `examples/sgemm_shapes.rs` on 2 cores: from these sides up it was as fast as faer's kernel or faster (0.8–1.0×
 /// of its time at 128–4096, 0.77–0.85× on large squares); with a unit-stride side of 16 or 36 most of its 32-row
 /// tiles ran empty and it was 1.2–1.4× slower, so the fitting loop's rank-36 outputs stay with faer.
+#[cfg(target_arch = "x86_64")]
 const SGEMM_MIN_SIDES: (usize, usize, usize) = (128, 32, 64);
 
 /// Whether an f32 product of these sides (and a destination whose row stride is 1 or not) runs on our AVX-512
 /// kernel rather than faer's, strides allowing: the CPU has AVX-512 and the sides reach [`SGEMM_MIN_SIDES`].
-/// Public so that the test against faer's bits can check that it exercised the kernel.
+#[cfg(target_arch = "x86_64")]
+fn avx512_sgemm_takes(m: usize, k: usize, n: usize, unit_row_stride: bool) -> bool {
+    let (tile_side, other_side) = if unit_row_stride { (m, n) } else { (n, m) };
+    let (min_tile, min_other, min_inner) = SGEMM_MIN_SIDES;
+    tile_side >= min_tile && other_side >= min_other && k >= min_inner && sgemm_avx512::available()
+}
+
+/// How many f32 products ran on our AVX-512 kernel in this process so far (for tests).
 #[doc(hidden)]
-pub fn avx512_sgemm_takes(m: usize, k: usize, n: usize, unit_row_stride: bool) -> bool {
+pub fn avx512_sgemm_products() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        let (tile_side, other_side) = if unit_row_stride { (m, n) } else { (n, m) };
-        let (min_tile, min_other, min_inner) = SGEMM_MIN_SIDES;
-        tile_side >= min_tile
-            && other_side >= min_other
-            && k >= min_inner
-            && sgemm_avx512::available()
+        sgemm_avx512::PRODUCTS.load(Ordering::Relaxed)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (m, k, n, unit_row_stride);
-        false
+        0
     }
 }
 

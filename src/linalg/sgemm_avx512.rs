@@ -89,6 +89,10 @@ impl Operand {
     }
 }
 
+/// Products this process ran through the kernel (for the test that compares it with faer, so that it can tell it
+/// compared something).
+pub static PRODUCTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Whether this CPU runs the kernel.
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -110,6 +114,7 @@ pub unsafe fn product(
     threads: usize,
 ) {
     debug_assert!(a.cols == b.rows && dst.rows == a.rows && dst.cols == b.cols);
+    PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // The kernel writes columns of 32 contiguous rows; a row-major destination is the transposed problem
     // (dstᵀ = bᵀ·aᵀ), which sums every entry's terms in the same order.
     let (dst, a, b) = if dst.row_stride == 1 {
@@ -205,10 +210,15 @@ unsafe fn band(dst: Destination, accumulate: bool, a: Operand, b: Operand, alpha
         let mut panels = panels.borrow_mut();
         let (left, right) = &mut *panels;
         let left = floats(left, MC.min(m.next_multiple_of(MR)) * KC.min(k));
-        let right = floats(right, NC.min(n.next_multiple_of(NR)) * KC.min(k));
         // Columns of `b` that are contiguous are read where they lie: packing them would be a transpose, a scalar
         // gather that cost as much as the tile's work when the output's other side is short.
         let direct = b.row_stride == 1 && b.col_stride != 1;
+        let right_len = if direct {
+            0
+        } else {
+            NC.min(n.next_multiple_of(NR)) * KC.min(k)
+        };
+        let right = floats(right, right_len);
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
             for pc in (0..k).step_by(KC) {
@@ -367,7 +377,10 @@ unsafe fn pack_left_columns(
                 let slot = out.add(ir * kc + p * MR);
                 let (low, high) = row_masks(mc - ir);
                 _mm512_store_ps(slot, _mm512_maskz_loadu_ps(low, src.add(ir)));
-                _mm512_store_ps(slot.add(16), _mm512_maskz_loadu_ps(high, src.add(ir + 16)));
+                _mm512_store_ps(
+                    slot.add(16),
+                    _mm512_maskz_loadu_ps(high, src.wrapping_add(ir + 16)),
+                );
             }
         }
     }
@@ -458,12 +471,12 @@ unsafe fn tile<const STEP: usize>(
             let s1 = _mm512_mul_ps(acc[1], va);
             if replace {
                 _mm512_mask_storeu_ps(col, low, s0);
-                _mm512_mask_storeu_ps(col.add(16), high, s1);
+                _mm512_mask_storeu_ps(col.wrapping_add(16), high, s1);
             } else {
                 let d0 = _mm512_maskz_loadu_ps(low, col);
-                let d1 = _mm512_maskz_loadu_ps(high, col.add(16));
+                let d1 = _mm512_maskz_loadu_ps(high, col.wrapping_add(16));
                 _mm512_mask_storeu_ps(col, low, _mm512_add_ps(d0, s0));
-                _mm512_mask_storeu_ps(col.add(16), high, _mm512_add_ps(d1, s1));
+                _mm512_mask_storeu_ps(col.wrapping_add(16), high, _mm512_add_ps(d1, s1));
             }
         }
     }
