@@ -48,7 +48,7 @@ fn faer_product(
     }
 }
 
-fn same_bits(x: &Array2<f32>, y: &Array2<f32>) -> usize {
+fn differing_entries(x: &Array2<f32>, y: &Array2<f32>) -> usize {
     x.iter()
         .zip(y)
         .filter(|(a, b)| a.to_bits() != b.to_bits())
@@ -95,7 +95,7 @@ fn large_f32_products_give_faers_bits_in_every_layout() {
                     let mut theirs = start.clone();
                     gemm_into_par(ours.view_mut(), accumulate, a, b, alpha, true);
                     faer_product(&mut theirs.view_mut(), accumulate, a, b, alpha);
-                    let differ = same_bits(&ours, &theirs);
+                    let differ = differing_entries(&ours, &theirs);
                     assert_eq!(
                         differ, 0,
                         "{m}×{k}×{n}, layout {layout}, accumulate {accumulate}, alpha {alpha}, {threads} threads: {differ} entries differ from faer's"
@@ -106,7 +106,7 @@ fn large_f32_products_give_faers_bits_in_every_layout() {
                     gemm_into_par(ours_t.view_mut(), accumulate, b.t(), a.t(), alpha, true);
                     faer_product(&mut theirs_t.view_mut(), accumulate, b.t(), a.t(), alpha);
                     assert_eq!(
-                        same_bits(&ours_t, &theirs_t),
+                        differing_entries(&ours_t, &theirs_t),
                         0,
                         "transposed {m}×{k}×{n}, layout {layout}"
                     );
