@@ -470,3 +470,50 @@ fn a_row_whose_system_is_not_positive_definite_fails_with_its_index() {
         .is_ok()
     );
 }
+
+/// `solve_rows_with` picks its tile height by the thread count (so that the tiles share out evenly), so every
+/// height it may pick must give the same bits: in f32, on products large enough for the GEMM's micro-kernels, with
+/// a partial last tile, each row's Gram matrix and right-hand side do not depend on the tile the row falls in.
+#[test]
+fn f32_weighted_solves_give_the_same_bits_at_every_tile_height_they_pick() {
+    let (m, n, r) = (300, 1030, 36);
+    let mut g = rng(9);
+    let f = |x: Array2<f64>| x.mapv(|v| v as f32);
+    let t = f(uniform(m, n, &mut g));
+    let a = f(uniform(r, n, &mut g));
+    let (wb, wa) = (f(uniform(m, 5, &mut g)), f(uniform(5, n, &mut g)));
+    let weights = Weights::Product {
+        b: wb.view(),
+        a: wa.view(),
+        scale: 0.8f32,
+    };
+    let mut first: Option<Array2<f32>> = None;
+    for tile in [128, 96, 64, 160, 192] {
+        for threads in [1, 2] {
+            let b = solve_rows_tiled(
+                &mut Scratch::default(),
+                t.view(),
+                weights,
+                a.view(),
+                1e-3,
+                tile,
+                threads,
+            )
+            .unwrap();
+            match &first {
+                None => first = Some(b),
+                Some(f) => {
+                    let differ = f
+                        .iter()
+                        .zip(&b)
+                        .filter(|(x, y)| x.to_bits() != y.to_bits())
+                        .count();
+                    assert_eq!(
+                        differ, 0,
+                        "tile {tile}, {threads} threads: {differ} entries differ from tile 128's"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -68,6 +68,8 @@ fn large_f32_products_give_faers_bits_in_every_layout() {
         (257, 1300, 1030),
         // Short sides: partial 12-column tiles, a single depth block shorter than a tile's rows.
         (40, 300, 150),
+        // Few right columns: a column-major left operand is read in place, its last tile 8 rows (no upper half).
+        (520, 600, 40),
         (700, 70, 35),
         // More columns than one packed block of the right operand (1536).
         (140, 300, 1700),

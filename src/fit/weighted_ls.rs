@@ -40,9 +40,31 @@ pub enum Weights<'a, T> {
 /// Rows solved together in one Cholesky batch (one f64 per lane).
 const LANES: usize = 8;
 
-/// Rows of one tile: a multiple of the GEMM micro-kernel's rows (96 in f32, 48 in f64), and small enough that a
-/// tile's weights and Gram matrices stay near L2.
-pub const TILE: usize = 96;
+/// Tile heights [`solve_rows_with`] chooses from, preferred first: multiples of the GEMM micro-kernels' rows (32 in
+/// our f32 kernel, 96 and 48 in faer's), small enough that a tile's weights and Gram matrices stay near L2.
+const TILES: [usize; 5] = [128, 96, 64, 160, 192];
+
+/// The tile height whose tiles share out most evenly between `threads` threads, as [`split_map`] deals them (runs
+/// of consecutive tiles): the one whose longest run has the fewest rows, the first of [`TILES`] on a tie. With 96
+/// rows, 1024 rows made 11 tiles, 6 on one thread and 5 on the other, and the 1024², r = 36 ALS sweep at 2 threads
+/// took 29.5–30.5 ms in interleaved runs; with 128 (4 and 4) 27.7–29.1 ms.
+///
+/// [`split_map`]: crate::fit::fused::split_map
+fn balanced_tile(rows: usize, threads: usize) -> usize {
+    let longest_run = |tile: usize| {
+        let tiles = rows.div_ceil(tile).max(1);
+        let runs = threads.clamp(1, tiles);
+        (tiles.div_ceil(runs) * tile).min(rows)
+    };
+    TILES
+        .into_iter()
+        .min_by_key(|&t| longest_run(t))
+        .expect("TILES is not empty")
+}
+
+/// Unused entries at the end of each row of the products of A's rows: rows exactly 1024 f32 long lie 4 KiB apart,
+/// and the Gram product reads twelve of them side by side, all in the same cache sets.
+const K_ROW_PAD: usize = 16;
 
 /// Rows and columns of the register blocks the factorisation works in: each row's sums for [`COLS`] columns share
 /// one load of the row, and [`ROWS`]·[`COLS`] independent sums keep the multiply–subtract units busy instead of
@@ -392,7 +414,7 @@ pub fn solve_rows_with<T: Real>(
         weights,
         a,
         lambda,
-        TILE,
+        balanced_tile(target.nrows(), crate::fit::fused::threads()),
         crate::fit::fused::threads(),
     )
 }
@@ -435,19 +457,20 @@ pub fn solve_rows_tiled<T: Real>(
         _ => {
             // A's rows contiguous first (a column solve passes a transposed view).
             let a = a.as_standard_layout();
-            fit_buf(&mut scratch.k, (pairs.len(), n), false);
+            fit_buf(&mut scratch.k, (pairs.len(), n + K_ROW_PAD), false);
             for (row, &(p, q)) in pairs.iter().enumerate() {
                 let (x, y) = (a.row(p), a.row(q));
                 let (x, y) = (
                     x.as_slice().expect("standard"),
                     y.as_slice().expect("standard"),
                 );
-                let k = scratch.k.row_mut(row).into_slice().expect("standard");
+                let k = &mut scratch.k.row_mut(row).into_slice().expect("standard")[..n];
                 hadamard_line(k, x, y);
             }
             None
         }
     };
+    // Filled (with padded rows) only when the weights are not all ones.
     let k = scratch.k.view();
     let pool = &scratch.tiles;
     let mut out = Array2::zeros((m, r));
@@ -530,6 +553,7 @@ pub fn solve_rows_tiled<T: Real>(
             }
         }
         if shared_gram.is_none() {
+            let k = k.slice(s![.., ..n]);
             gemm_into_seq(ts.grams.view_mut(), false, ts.w2.view(), k.t(), T::one());
             gemm_into_seq(ts.rhs.view_mut(), false, ts.wt.view(), a.t(), T::one());
         }
