@@ -246,6 +246,65 @@ fn default_tiling_gives_the_unfused_abba_gradients_bit_for_bit_in_f32() {
     }
 }
 
+/// The fused objective, summed as the module documents: each row's R² = (s·P⊙Q − T)² (f32, in that order of
+/// operations) into eight f64 running sums, chunk by chunk of eight from the row's start (a short last chunk into
+/// the first sums), folded pairwise; then the rows in order; over ‖T‖².
+fn documented_abba_objective(a: &Abba<f32>, t: &Array2<f32>, norm2: f64) -> f64 {
+    let p = gemm(a.b1.view(), a.a1.view());
+    let q = gemm(a.b2.view(), a.a2.view());
+    let s = a.scale;
+    let mut total = 0.0f64;
+    for i in 0..t.nrows() {
+        let mut lanes = [0.0f64; 8];
+        for j in 0..t.ncols() {
+            let r = s * p[(i, j)] * q[(i, j)] - t[(i, j)];
+            lanes[j % 8] += f64::from(r * r);
+        }
+        total += ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]))
+            + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    }
+    total / norm2
+}
+
+#[test]
+fn abba_objective_and_gradients_are_the_documented_sums_bit_for_bit_in_f32() {
+    // Widths with a partial 32- and 8-column tail, tile rows not a multiple of six, unequal ranks.
+    for (m, n, ranks) in [
+        (1100, 300, (20, 12)),
+        (101, 45, (3, 7)),
+        (7, 1030, (36, 36)),
+    ] {
+        let (t, a) = uniform_abba(m, n, ranks, 8);
+        // A scale that is not a power of two, so that the order of s·P⊙Q's products shows.
+        let a = Abba::new(a.b1, a.a1, a.b2, a.a2, AbbaScale::Explicit { scale: 0.7 }).unwrap();
+        let norm2 = frob2(t.view());
+        let expected = documented_abba_objective(&a, &t, norm2);
+        let expected_grads = unfused_abba_step(&a, &t, norm2);
+        let fit = Fitted::Abba(a);
+        for threads in [1, 2] {
+            let (objective, grads) = fused::objective_and_grads(
+                &fit,
+                t.view(),
+                norm2,
+                &mut Workspace::default(),
+                Tiling::default(),
+                threads,
+            )
+            .unwrap();
+            assert_eq!(
+                objective.to_bits(),
+                expected.to_bits(),
+                "{m}×{n}, ranks {ranks:?}, {threads} threads: {objective:e} against {expected:e}"
+            );
+            assert_same_bits(
+                &grads,
+                &expected_grads,
+                &format!("{m}×{n}, ranks {ranks:?}"),
+            );
+        }
+    }
+}
+
 #[test]
 fn gradients_are_identical_at_any_thread_count_on_edge_shapes() {
     // faer sums one output row (rank 1), one inner row (a 1-row block: 1025 = 2·512 + 1) and one output column

@@ -7,13 +7,109 @@ use super::{LANES, Pair, TileKernel, Tiling, Workspace, fold, row_slice};
 use crate::adapter::Abba;
 use crate::linalg::Real;
 
-struct Kernel<T> {
+struct Kernel<'a, T> {
     s: T,
     c: T,
     grads: bool,
+    #[cfg(target_arch = "x86_64")]
+    direct: Option<Direct<'a>>,
+    #[cfg(not(target_arch = "x86_64"))]
+    direct: Option<std::marker::PhantomData<&'a ()>>,
 }
 
-impl<T: Real> TileKernel<T> for Kernel<T> {
+/// What the register-tile kernel needs: B1 and B2 as f32, A1 and A2 packed (once per step).
+#[cfg(target_arch = "x86_64")]
+struct Direct<'a> {
+    b1: ArrayView2<'a, f32>,
+    b2: ArrayView2<'a, f32>,
+    a1: super::abba_avx512::PackedFactor,
+    a2: super::abba_avx512::PackedFactor,
+}
+
+/// `v` as the f32 view it is, when T is f32.
+#[cfg(target_arch = "x86_64")]
+fn as_f32<'v, T: Real, V: AsF32<'v, T> + 'v>(v: V) -> Option<V::F32> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| v.cast())
+}
+
+/// A view over T that can be re-read as the same view over f32 (sound only when T is f32: see [`as_f32`]).
+#[cfg(target_arch = "x86_64")]
+trait AsF32<'v, T> {
+    type F32;
+    fn cast(self) -> Self::F32;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'v, 'a: 'v, T: Real> AsF32<'v, T> for ArrayView2<'a, T> {
+    type F32 = ArrayView2<'a, f32>;
+    fn cast(self) -> Self::F32 {
+        let v = std::mem::ManuallyDrop::new(self);
+        // SAFETY: only called when T is f32 (as_f32 checks), so this is the same type.
+        unsafe { std::mem::transmute_copy(&*v) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'v, 'a: 'v, 'b: 'v, T: Real> AsF32<'v, T> for &'b mut ArrayViewMut2<'a, T> {
+    type F32 = &'b mut ArrayViewMut2<'a, f32>;
+    fn cast(self) -> Self::F32 {
+        // SAFETY: only called when T is f32 (as_f32 checks), so this is the same type.
+        unsafe { &mut *(self as *mut ArrayViewMut2<'a, T>).cast::<ArrayViewMut2<'a, f32>>() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> Direct<'a> {
+    /// The kernel's inputs, where it applies: f32 on an AVX-512 CPU.
+    fn new<T: Real>(a: &'a Abba<T>) -> Option<Self> {
+        if !super::abba_avx512::available() {
+            return None;
+        }
+        let pack = |m: &'a Array2<T>| as_f32(m.view()).map(super::abba_avx512::PackedFactor::new);
+        let rows =
+            |b: &'a Array2<T>| as_f32(b.view()).filter(|v| v.ncols() <= 1 || v.strides()[1] == 1);
+        Some(Direct {
+            b1: rows(&a.b1)?,
+            b2: rows(&a.b2)?,
+            a1: pack(&a.a1)?,
+            a2: pack(&a.a2)?,
+        })
+    }
+}
+
+impl<T: Real> TileKernel<T> for Kernel<'_, T> {
+    #[cfg(target_arch = "x86_64")]
+    fn cofactors_direct(
+        &self,
+        rows: std::ops::Range<usize>,
+        bufs: &mut [ArrayViewMut2<'_, T>],
+        t: ArrayView2<'_, T>,
+        sums: &mut [f64],
+    ) -> bool {
+        use super::abba_avx512::{Scalars, cofactor_tile};
+        let (Some(d), [p, q]) = (&self.direct, bufs) else {
+            return false;
+        };
+        let (Some(t), Some(c1), Some(c2)) = (as_f32(t), as_f32(p), as_f32(q)) else {
+            return false;
+        };
+        let k = Scalars {
+            s: self.s.f64() as f32,
+            c: self.c.f64() as f32,
+        };
+        let b1 = d.b1.slice(ndarray::s![rows.clone(), ..]);
+        let b2 = d.b2.slice(ndarray::s![rows, ..]);
+        cofactor_tile(
+            (b1, &d.a1),
+            (b2, &d.a2),
+            t,
+            k,
+            (c1.view_mut(), c2.view_mut()),
+            sums,
+        );
+        true
+    }
+
     fn apply(
         &self,
         bufs: &mut [ArrayViewMut2<'_, T>],
@@ -122,6 +218,10 @@ pub(super) fn run<T: Real>(
         s: a.scale,
         c: T::of(2.0 / target_norm2) * a.scale,
         grads,
+        #[cfg(target_arch = "x86_64")]
+        direct: grads.then(|| Direct::new(a)).flatten(),
+        #[cfg(not(target_arch = "x86_64"))]
+        direct: None,
     };
     super::run(
         &pairs, target, None, grads, None, ws, tiling, threads, &kernel,

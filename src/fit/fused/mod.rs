@@ -7,7 +7,8 @@
 //! cofactor of pair i), ∂B_i = C_i·A_iᵀ and ∂A_i = B_iᵀ·C_i. A step cuts the m rows into *blocks* of
 //! [`Tiling::block`] rows and each block into *tiles* of [`Tiling::tile`] rows. For a tile: every P_i into the
 //! block's buffer i, one pass over its rows that turns each P_i into C_i in place and sums the squared residual,
-//! then the tile's rows of every ∂B_i. When all tiles of a block are done, ∂A_i += B_i[block]ᵀ·C_i[block]. Up to
+//! then the tile's rows of every ∂B_i (ABBA in f32 on AVX-512 forms P_i and C_i in registers instead, in
+//! `abba_avx512.rs`). When all tiles of a block are done, ∂A_i += B_i[block]ᵀ·C_i[block]. Up to
 //! one block per thread is formed at once (a group). When a group has a block for every thread, each thread takes
 //! one (its tiles, then its term of every ∂A_i, added in block order afterwards); otherwise the threads share the
 //! group's tiles, then the columns of every ∂A_i.
@@ -19,6 +20,8 @@
 //! f32); only the objective is summed in another order (eight running sums per row instead of one).
 
 pub mod abba;
+#[cfg(target_arch = "x86_64")]
+mod abba_avx512;
 pub mod chain;
 pub mod hira;
 pub mod lora;
@@ -153,6 +156,19 @@ pub trait TileKernel<T>: Sync {
         aux: Option<ArrayView2<'_, T>>,
         sums: &mut [f64],
     );
+
+    /// Forms the cofactors of the tile's `rows` (into `bufs`) and their squared residuals straight from the
+    /// factors, products included, where the method has a kernel that does it with the same bits; false to have
+    /// the pair products formed by GEMM and then [`TileKernel::apply`] run.
+    fn cofactors_direct(
+        &self,
+        _rows: Range<usize>,
+        _bufs: &mut [ArrayViewMut2<'_, T>],
+        _t: ArrayView2<'_, T>,
+        _sums: &mut [f64],
+    ) -> bool {
+        false
+    }
 }
 
 /// The share of the outputs one job owns, a block's or a tile's: its rows of every buffer, ∂B_i and row sum.
@@ -295,21 +311,24 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 db,
                 sums,
             } = job;
-            for (buf, p) in bufs.iter_mut().zip(pairs) {
-                gemm_into_seq(
-                    buf.view_mut(),
-                    false,
-                    p.b.slice(s![rows.clone(), ..]),
-                    p.a,
-                    T::one(),
+            let t = target.slice(s![rows.clone(), ..]);
+            if !(grads && kernel.cofactors_direct(rows.clone(), &mut bufs, t, sums)) {
+                for (buf, p) in bufs.iter_mut().zip(pairs) {
+                    gemm_into_seq(
+                        buf.view_mut(),
+                        false,
+                        p.b.slice(s![rows.clone(), ..]),
+                        p.a,
+                        T::one(),
+                    );
+                }
+                kernel.apply(
+                    &mut bufs,
+                    t,
+                    aux.map(|w| w.slice_move(s![rows.clone(), ..])),
+                    sums,
                 );
             }
-            kernel.apply(
-                &mut bufs,
-                target.slice(s![rows.clone(), ..]),
-                aux.map(|w| w.slice_move(s![rows.clone(), ..])),
-                sums,
-            );
             for ((mut d, buf), p) in db.into_iter().zip(&bufs).zip(pairs) {
                 // Into a column-major scratch: faer then runs its micro-kernel down the tile's rows rather than
                 // down B's few columns (same products, same order, better filled registers at small ranks).
