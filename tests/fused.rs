@@ -268,11 +268,18 @@ fn documented_abba_objective(a: &Abba<f32>, t: &Array2<f32>, norm2: f64) -> f64 
 
 #[test]
 fn abba_objective_and_gradients_are_the_documented_sums_bit_for_bit_in_f32() {
-    // Widths with a partial 32- and 8-column tail, tile rows not a multiple of six, unequal ranks.
+    let before = fused::abba_register_tiles();
+    // Widths with a partial 32- and 8-column tail and narrower than one vector, tile rows not a multiple of six, a
+    // five-row block (1029 = 2·512 + 5), unequal ranks; rank 1, one column and one row (where faer sums otherwise
+    // and the kernel must step aside).
     for (m, n, ranks) in [
         (1100, 300, (20, 12)),
         (101, 45, (3, 7)),
         (7, 1030, (36, 36)),
+        (1029, 13, (2, 5)),
+        (40, 50, (1, 4)),
+        (40, 1, (3, 3)),
+        (1, 40, (3, 3)),
     ] {
         let (t, a) = uniform_abba(m, n, ranks, 8);
         // A scale that is not a power of two, so that the order of s·P⊙Q's products shows.
@@ -302,6 +309,13 @@ fn abba_objective_and_gradients_are_the_documented_sums_bit_for_bit_in_f32() {
                 &format!("{m}×{n}, ranks {ranks:?}"),
             );
         }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        assert!(
+            fused::abba_register_tiles() > before,
+            "the register-tile kernel never ran"
+        );
     }
 }
 
@@ -531,46 +545,59 @@ fn a_row_whose_system_is_not_positive_definite_fails_with_its_index() {
 }
 
 /// `solve_rows_with` picks its tile height by the thread count (so that the tiles share out evenly), so every
-/// height it may pick must give the same bits: in f32, on products large enough for the GEMM's micro-kernels, with
-/// a partial last tile, each row's Gram matrix and right-hand side do not depend on the tile the row falls in.
+/// height it may pick must give the same bits: in f32, for every kind of weights, each row's Gram matrix and
+/// right-hand side do not depend on the tile the row falls in. 129 and 1025 rows leave a one-row last tile at some
+/// heights (which faer would sum as a dot product, so it must be joined to the tile before).
 #[test]
 fn f32_weighted_solves_give_the_same_bits_at_every_tile_height_they_pick() {
-    let (m, n, r) = (300, 1030, 36);
-    let mut g = rng(9);
-    let f = |x: Array2<f64>| x.mapv(|v| v as f32);
-    let t = f(uniform(m, n, &mut g));
-    let a = f(uniform(r, n, &mut g));
-    let (wb, wa) = (f(uniform(m, 5, &mut g)), f(uniform(5, n, &mut g)));
-    let weights = Weights::Product {
-        b: wb.view(),
-        a: wa.view(),
-        scale: 0.8f32,
-    };
-    let mut first: Option<Array2<f32>> = None;
-    for tile in [128, 96, 64, 160, 192] {
-        for threads in [1, 2] {
-            let b = solve_rows_tiled(
-                &mut Scratch::default(),
-                t.view(),
-                weights,
-                a.view(),
-                1e-3,
-                tile,
-                threads,
-            )
-            .unwrap();
-            match &first {
-                None => first = Some(b),
-                Some(f) => {
-                    let differ = f
-                        .iter()
-                        .zip(&b)
-                        .filter(|(x, y)| x.to_bits() != y.to_bits())
-                        .count();
-                    assert_eq!(
-                        differ, 0,
-                        "tile {tile}, {threads} threads: {differ} entries differ from tile 128's"
-                    );
+    let (n, r) = (600, 36);
+    for m in [300, 129, 1025] {
+        let mut g = rng(9);
+        let f = |x: Array2<f64>| x.mapv(|v| v as f32);
+        let t = f(uniform(m, n, &mut g));
+        let a = f(uniform(r, n, &mut g));
+        let (wb, wa) = (f(uniform(m, 5, &mut g)), f(uniform(5, n, &mut g)));
+        let dense = f(uniform(m, n, &mut g));
+        let cases = [
+            ("ones", Weights::Ones),
+            ("dense", Weights::Dense(dense.view())),
+            (
+                "product",
+                Weights::Product {
+                    b: wb.view(),
+                    a: wa.view(),
+                    scale: 0.8f32,
+                },
+            ),
+        ];
+        for (name, weights) in cases {
+            let mut first: Option<Array2<f32>> = None;
+            for tile in [128, 32, 64, 96, 160, 192, 256] {
+                for threads in [1, 2] {
+                    let b = solve_rows_tiled(
+                        &mut Scratch::default(),
+                        t.view(),
+                        weights,
+                        a.view(),
+                        1e-3,
+                        tile,
+                        threads,
+                    )
+                    .unwrap();
+                    match &first {
+                        None => first = Some(b),
+                        Some(f) => {
+                            let differ = f
+                                .iter()
+                                .zip(&b)
+                                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                                .count();
+                            assert_eq!(
+                                differ, 0,
+                                "{name}, {m} rows, tile {tile}, {threads} threads: {differ} entries differ from tile 128's"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@
 //! count; every entry is computed by the same operations as the untiled solve (the GEMMs' inner dimensions are
 //! unchanged, the Cholesky runs the scalar algorithm in each lane).
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, ShapeBuilder, Zip, s};
@@ -40,8 +41,9 @@ pub enum Weights<'a, T> {
 /// Rows solved together in one Cholesky batch (one f64 per lane).
 const LANES: usize = 8;
 
-/// Tile heights [`solve_rows_with`] chooses from, preferred first: multiples of the GEMM micro-kernels' rows (32 in
-/// our f32 kernel, 96 and 48 in faer's), small enough that a tile's weights and Gram matrices stay near L2.
+/// Tile heights [`solve_rows_with`] chooses from, preferred first: multiples of 32 (our f32 kernel's register tile;
+/// from 128 rows the Gram products run on it, below on faer's), small enough that a tile's weights and Gram
+/// matrices stay near L2.
 const TILES: [usize; 5] = [128, 96, 64, 160, 192];
 
 /// The tile height whose tiles share out most evenly between `threads` threads, as [`split_map`] deals them (runs
@@ -60,6 +62,26 @@ fn balanced_tile(rows: usize, threads: usize) -> usize {
         .into_iter()
         .min_by_key(|&t| longest_run(t))
         .expect("TILES is not empty")
+}
+
+/// Tiles shorter than this are joined to the tile before them: faer computes a product with one output row as a
+/// dot product (another order of the sums than its matrix kernels), so a lone last row would get other bits, and
+/// with the tile height following the thread count, so would the results.
+const MIN_TILE: usize = 32;
+
+/// `0..rows` cut into tiles of `tile` rows from the first, a last tile shorter than [`MIN_TILE`] joined to the one
+/// before it.
+fn tile_ranges(rows: usize, tile: usize) -> Vec<Range<usize>> {
+    let tile = tile.max(1);
+    let mut ranges: Vec<Range<usize>> = (0..rows)
+        .step_by(tile)
+        .map(|r| r..(r + tile).min(rows))
+        .collect();
+    if ranges.len() >= 2 && ranges.last().is_some_and(|r| r.len() < MIN_TILE) {
+        let last = ranges.pop().expect("two tiles");
+        ranges.last_mut().expect("one tile").end = last.end;
+    }
+    ranges
 }
 
 /// Unused entries at the end of each row of the products of A's rows: rows exactly 1024 f32 long lie 4 KiB apart,
@@ -419,7 +441,8 @@ pub fn solve_rows_with<T: Real>(
     )
 }
 
-/// As [`solve_rows_with`] with an explicit tile height and thread count (the result depends on neither).
+/// As [`solve_rows_with`] with an explicit tile height and thread count. The result does not depend on the thread
+/// count, nor on the height when tiles reach [`MIN_TILE`] rows (a last short tile is joined to the one before).
 pub fn solve_rows_tiled<T: Real>(
     scratch: &mut Scratch<T>,
     target: ArrayView2<'_, T>,
@@ -474,8 +497,7 @@ pub fn solve_rows_tiled<T: Real>(
     let k = scratch.k.view();
     let pool = &scratch.tiles;
     let mut out = Array2::zeros((m, r));
-    let solve_tile = |(t, mut out): (usize, ArrayViewMut2<'_, T>)| -> Option<usize> {
-        let rows = t * tile..(t * tile + tile).min(m);
+    let solve_tile = |(rows, mut out): (Range<usize>, ArrayViewMut2<'_, T>)| -> Option<usize> {
         let h = rows.len();
         let mut ts = pool
             .lock()
@@ -561,8 +583,14 @@ pub fn solve_rows_tiled<T: Real>(
         pool.lock().expect("scratch pool").push(ts);
         failed.map(|i| rows.start + i)
     };
-    let jobs = out.axis_chunks_iter_mut(Axis(0), tile).enumerate();
-    let failures = crate::fit::fused::split_map(jobs.collect(), threads, solve_tile);
+    let mut jobs = Vec::new();
+    let mut rest = out.view_mut();
+    for rows in tile_ranges(m, tile) {
+        let (head, tail) = rest.split_at(Axis(0), rows.len());
+        jobs.push((rows, head));
+        rest = tail;
+    }
+    let failures = crate::fit::fused::split_map(jobs, threads, solve_tile);
     if let Some(i) = failures.into_iter().flatten().min() {
         return Err(AbbaError::NoConvergence {
             what: format!(

@@ -28,41 +28,50 @@ struct Direct<'a> {
 
 /// `v` as the f32 view it is, when T is f32.
 #[cfg(target_arch = "x86_64")]
-fn as_f32<'v, T: Real, V: AsF32<'v, T> + 'v>(v: V) -> Option<V::F32> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| v.cast())
+fn as_f32<T: Real, V: AsF32<T>>(v: V) -> Option<V::F32> {
+    // SAFETY: T is f32, so the cast is to the same type.
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()).then(|| unsafe { v.cast() })
 }
 
-/// A view over T that can be re-read as the same view over f32 (sound only when T is f32: see [`as_f32`]).
+/// A view over T re-read as the same view over f32, with the same lifetimes.
 #[cfg(target_arch = "x86_64")]
-trait AsF32<'v, T> {
+trait AsF32<T> {
     type F32;
-    fn cast(self) -> Self::F32;
+    /// # Safety
+    /// T must be f32 ([`as_f32`] checks).
+    unsafe fn cast(self) -> Self::F32;
 }
 
 #[cfg(target_arch = "x86_64")]
-impl<'v, 'a: 'v, T: Real> AsF32<'v, T> for ArrayView2<'a, T> {
+impl<'a, T: Real> AsF32<T> for ArrayView2<'a, T> {
     type F32 = ArrayView2<'a, f32>;
-    fn cast(self) -> Self::F32 {
+    unsafe fn cast(self) -> Self::F32 {
         let v = std::mem::ManuallyDrop::new(self);
-        // SAFETY: only called when T is f32 (as_f32 checks), so this is the same type.
+        // SAFETY: T is f32 (the caller's promise), so this is the same type.
         unsafe { std::mem::transmute_copy(&*v) }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-impl<'v, 'a: 'v, 'b: 'v, T: Real> AsF32<'v, T> for &'b mut ArrayViewMut2<'a, T> {
+impl<'a, 'b, T: Real> AsF32<T> for &'b mut ArrayViewMut2<'a, T> {
     type F32 = &'b mut ArrayViewMut2<'a, f32>;
-    fn cast(self) -> Self::F32 {
-        // SAFETY: only called when T is f32 (as_f32 checks), so this is the same type.
+    unsafe fn cast(self) -> Self::F32 {
+        // SAFETY: T is f32 (the caller's promise), so this is the same type.
         unsafe { &mut *(self as *mut ArrayViewMut2<'a, T>).cast::<ArrayViewMut2<'a, f32>>() }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 impl<'a> Direct<'a> {
-    /// The kernel's inputs, where it applies: f32 on an AVX-512 CPU.
+    /// The kernel's inputs, where it gives faer's bits: f32 on an AVX-512 CPU, ranks 2 to 512, at least two rows
+    /// and two columns. faer sums a depth over 512 in blocks, multiplies a depth of 1 without FMA, and takes one
+    /// output row or column as a dot product; the kernel does none of these.
     fn new<T: Real>(a: &'a Abba<T>) -> Option<Self> {
-        if !super::abba_avx512::available() {
+        let (m, n) = (a.b1.nrows(), a.a1.ncols());
+        let ranks_ok = [a.a1.nrows(), a.a2.nrows()]
+            .iter()
+            .all(|r| (2..=512).contains(r));
+        if !ranks_ok || m < 2 || n < 2 || !super::abba_avx512::available() {
             return None;
         }
         let pack = |m: &'a Array2<T>| as_f32(m.view()).map(super::abba_avx512::PackedFactor::new);

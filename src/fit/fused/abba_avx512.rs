@@ -18,6 +18,9 @@ const COLS: usize = 32;
 /// Rows of a register tile.
 const ROWS: usize = 6;
 
+/// Tiles this process formed with the kernel (for the tests, so that they can tell it ran).
+pub static TILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Whether this CPU runs the kernel.
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -127,6 +130,7 @@ pub fn cofactor_tile(
             && unit(b2.strides(), a2.rank),
         "cofactor_tile: rows must be contiguous"
     );
+    TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for i0 in (0..rows).step_by(ROWS) {
         let h = ROWS.min(rows - i0);
         let view = |b: &ArrayView2<'_, f32>, u: usize| b.row(i0 + u.min(h - 1)).as_ptr();

@@ -83,6 +83,19 @@ pub fn threads() -> usize {
     .max(1)
 }
 
+/// How many tiles ABBA's register-tile kernel (f32, AVX-512) formed in this process so far (for tests).
+#[doc(hidden)]
+pub fn abba_register_tiles() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        abba_avx512::TILES.load(Ordering::Relaxed)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
+}
+
 /// The longest chain the fused path takes (longer ones go through the unfused maths).
 pub const MAX_CHAIN: usize = 8;
 
