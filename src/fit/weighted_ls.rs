@@ -69,21 +69,6 @@ fn balanced_tile(rows: usize, threads: usize) -> usize {
 /// with the tile height following the thread count, so would the results.
 const MIN_TILE: usize = 32;
 
-/// `0..rows` cut into tiles of `tile` rows from the first, a last tile shorter than [`MIN_TILE`] joined to the one
-/// before it.
-fn tile_ranges(rows: usize, tile: usize) -> Vec<Range<usize>> {
-    let tile = tile.max(1);
-    let mut ranges: Vec<Range<usize>> = (0..rows)
-        .step_by(tile)
-        .map(|r| r..(r + tile).min(rows))
-        .collect();
-    if ranges.len() >= 2 && ranges.last().is_some_and(|r| r.len() < MIN_TILE) {
-        let last = ranges.pop().expect("two tiles");
-        ranges.last_mut().expect("one tile").end = last.end;
-    }
-    ranges
-}
-
 /// Unused entries at the end of each row of the products of A's rows: rows exactly 1024 f32 long lie 4 KiB apart,
 /// and the Gram product reads twelve of them side by side, all in the same cache sets.
 const K_ROW_PAD: usize = 16;
@@ -585,7 +570,7 @@ pub fn solve_rows_tiled<T: Real>(
     };
     let mut jobs = Vec::new();
     let mut rest = out.view_mut();
-    for rows in tile_ranges(m, tile) {
+    for rows in crate::fit::fused::pieces(m, tile, MIN_TILE) {
         let (head, tail) = rest.split_at(Axis(0), rows.len());
         jobs.push((rows, head));
         rest = tail;

@@ -466,12 +466,18 @@ fn add_block_terms<T: Real>(
 /// faer sums a single output column by another path than a wider one, so a column's bits would follow where the
 /// cuts fall (and so the thread count).
 fn column_pieces(n: usize, width: usize) -> Vec<Range<usize>> {
+    pieces(n, width, 2)
+}
+
+/// `0..len` cut into consecutive pieces of `width` from 0, a last piece shorter than `min_last` joined to the one
+/// before it.
+pub(crate) fn pieces(len: usize, width: usize, min_last: usize) -> Vec<Range<usize>> {
     let width = width.max(1);
-    let mut pieces: Vec<Range<usize>> = (0..n)
+    let mut pieces: Vec<Range<usize>> = (0..len)
         .step_by(width)
-        .map(|c| c..(c + width).min(n))
+        .map(|c| c..(c + width).min(len))
         .collect();
-    if pieces.len() >= 2 && pieces.last().is_some_and(|p| p.len() == 1) {
+    if pieces.len() >= 2 && pieces.last().is_some_and(|p| p.len() < min_last) {
         let last = pieces.pop().expect("two pieces");
         pieces.last_mut().expect("one piece").end = last.end;
     }
