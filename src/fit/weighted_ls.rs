@@ -69,10 +69,6 @@ fn balanced_tile(rows: usize, threads: usize) -> usize {
 /// with the tile height following the thread count, so would the results.
 const MIN_TILE: usize = 32;
 
-/// Unused entries at the end of each row of the products of A's rows: rows exactly 1024 f32 long lie 4 KiB apart,
-/// and the Gram product reads twelve of them side by side, all in the same cache sets.
-const K_ROW_PAD: usize = 16;
-
 /// Rows and columns of the register blocks the factorisation works in: each row's sums for [`COLS`] columns share
 /// one load of the row, and [`ROWS`]·[`COLS`] independent sums keep the multiply–subtract units busy instead of
 /// waiting on one sum's latency.
@@ -465,20 +461,19 @@ pub fn solve_rows_tiled<T: Real>(
         _ => {
             // A's rows contiguous first (a column solve passes a transposed view).
             let a = a.as_standard_layout();
-            fit_buf(&mut scratch.k, (pairs.len(), n + K_ROW_PAD), false);
+            fit_buf(&mut scratch.k, (pairs.len(), n), false);
             for (row, &(p, q)) in pairs.iter().enumerate() {
                 let (x, y) = (a.row(p), a.row(q));
                 let (x, y) = (
                     x.as_slice().expect("standard"),
                     y.as_slice().expect("standard"),
                 );
-                let k = &mut scratch.k.row_mut(row).into_slice().expect("standard")[..n];
+                let k = scratch.k.row_mut(row).into_slice().expect("standard");
                 hadamard_line(k, x, y);
             }
             None
         }
     };
-    // Filled (with padded rows) only when the weights are not all ones.
     let k = scratch.k.view();
     let pool = &scratch.tiles;
     let mut out = Array2::zeros((m, r));
@@ -560,7 +555,6 @@ pub fn solve_rows_tiled<T: Real>(
             }
         }
         if shared_gram.is_none() {
-            let k = k.slice(s![.., ..n]);
             gemm_into_seq(ts.grams.view_mut(), false, ts.w2.view(), k.t(), T::one());
             gemm_into_seq(ts.rhs.view_mut(), false, ts.wt.view(), a.t(), T::one());
         }
