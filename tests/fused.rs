@@ -13,7 +13,7 @@ use abba::fit::fused::{self, Tiling, Workspace};
 use abba::fit::weighted_ls::{Scratch, Weights, solve_rows_tiled};
 use abba::linalg::{Real, frob2, gemm};
 use common::{rng, uniform};
-use ndarray::{Array2, s};
+use ndarray::{Array2, ArrayView2, s};
 
 fn cast<T: Real>(a: &Array2<f64>) -> Array2<T> {
     a.mapv(T::of)
@@ -243,6 +243,53 @@ fn default_tiling_gives_the_unfused_abba_gradients_bit_for_bit_in_f32() {
     for threads in [1, 2, 3] {
         let grads = default_grads(&fit, &t, norm2, threads);
         assert_same_bits(&grads, &expected, &format!("{threads} threads"));
+    }
+}
+
+/// a·b summed in the order the fused step documents for every entry (faer's GEMM order): the inner dimension in
+/// blocks of 512 from index 0, each block's terms added in order by FMA onto +0, the block sums added in order.
+fn documented_product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+    let k = a.ncols();
+    Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
+        let mut total = 0.0f32;
+        for (block, k0) in (0..k).step_by(512).enumerate() {
+            let sum =
+                (k0..(k0 + 512).min(k)).fold(0.0f32, |acc, l| a[(i, l)].mul_add(b[(l, j)], acc));
+            total = if block == 0 { sum } else { total + sum };
+        }
+        total
+    })
+}
+
+#[test]
+fn a_one_row_tile_or_block_gives_the_documented_gradients_bit_for_bit_in_f32() {
+    // 1025 = 2·512 + 1 rows leave a last block of one row; 97 rows, one block cut into tiles of 96 and 1. faer
+    // takes a product of one row (a one-row tile's ∂B rows) as a dot product and adds a depth of one (a one-row
+    // block's term of ∂A) onto its destination by FMA, both in another order than its GEMM's.
+    for (m, ranks) in [(1025, (20, 12)), (97, (3, 3)), (97, (36, 5)), (193, (2, 9))] {
+        let (t, a) = uniform_abba(m, 193, ranks, 8);
+        let norm2 = frob2(t.view());
+        let (s, c) = (a.scale, f32::of(2.0 / norm2) * a.scale);
+        let p = documented_product(a.b1.view(), a.a1.view());
+        let q = documented_product(a.b2.view(), a.a2.view());
+        let r = (&p * &q).mapv(|x| s * x) - &t;
+        let g = r.mapv(|x| c * x);
+        let (gq, gp) = (&g * &q, &g * &p);
+        let expected = vec![
+            documented_product(gq.view(), a.a1.t()),
+            documented_product(a.b1.t(), gq.view()),
+            documented_product(gp.view(), a.a2.t()),
+            documented_product(a.b2.t(), gp.view()),
+        ];
+        let fit = Fitted::Abba(a);
+        for threads in [1, 2] {
+            let grads = default_grads(&fit, &t, norm2, threads);
+            assert_same_bits(
+                &grads,
+                &expected,
+                &format!("{m} rows, ranks {ranks:?}, {threads} threads"),
+            );
+        }
     }
 }
 

@@ -17,7 +17,10 @@
 //! block order, and the objective is summed per row and then over rows in order, so results do not depend on the
 //! number of threads. With the default block of 512 rows (the depth block of faer's GEMM) and the unfused maths'
 //! element-wise formulas, every factor gradient is bit-for-bit the unfused one (`tests/fused.rs` checks this in
-//! f32); only the objective is summed in another order (eight running sums per row instead of one).
+//! f32); only the objective is summed in another order (eight running sums per row instead of one). Where faer
+//! leaves its GEMM order for a row, a tile or block of one row (the last row of m = 512k + 1 rows or of a block
+//! 96k + 1 rows high; faer takes a one-row product as a dot product and adds a depth of one by FMA), the fused step keeps the GEMM order,
+//! checked against sums written out in that order.
 
 pub mod abba;
 #[cfg(target_arch = "x86_64")]
@@ -50,7 +53,7 @@ pub struct Tiling {
 impl Default for Tiling {
     fn default() -> Self {
         Tiling {
-            block: 512,
+            block: DEPTH_BLOCK,
             tile: 96,
         }
     }
@@ -59,7 +62,7 @@ impl Default for Tiling {
 impl Tiling {
     /// (block, tile) clamped to the matrix: both at least 1, block at most 512, tile at most block.
     fn sizes(self, rows: usize) -> (usize, usize) {
-        let block = self.block.clamp(1, rows.clamp(1, 512));
+        let block = self.block.clamp(1, rows.clamp(1, DEPTH_BLOCK));
         (block, self.tile.clamp(1, block))
     }
 }
@@ -183,6 +186,38 @@ pub trait TileKernel<T>: Sync {
         false
     }
 }
+
+/// dst = a·b on the calling thread, for a tile of a matrix of `m` rows: each row with the bits the same row gets
+/// in the whole matrix's product. faer takes a product of one row as a dot product, summed in another order than
+/// its GEMM's, so a tile of one row of a taller matrix (the last of m = 512k + 1, or of a block 96k + 1 rows
+/// high) is summed here in the GEMM's order: the inner dimension in blocks of [`DEPTH_BLOCK`] from index 0, each
+/// block's terms in order by FMA onto +0, the block sums added in order. A one-row matrix keeps faer's dot
+/// product, as the unfused maths does.
+fn product_rows<T: Real>(
+    mut dst: ArrayViewMut2<'_, T>,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    m: usize,
+) {
+    if a.nrows() != 1 || m == 1 {
+        gemm_into_seq(dst, false, a, b, T::one());
+        return;
+    }
+    let (row, k) = (a.row(0), a.ncols());
+    for (out, col) in dst.row_mut(0).iter_mut().zip(b.columns()) {
+        *out = (0..k)
+            .step_by(DEPTH_BLOCK)
+            .map(|k0| {
+                (k0..(k0 + DEPTH_BLOCK).min(k))
+                    .fold(T::zero(), |acc, l| row[l].mul_add(col[l], acc))
+            })
+            .reduce(|total, block| total + block)
+            .unwrap_or_else(T::zero);
+    }
+}
+
+/// The depth block of faer's GEMM: it sums the inner dimension in blocks of this many terms from index 0.
+const DEPTH_BLOCK: usize = 512;
 
 /// The share of the outputs one job owns, a block's or a tile's: its rows of every buffer, ∂B_i and row sum.
 struct RowsJob<'a, T> {
@@ -327,13 +362,7 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
             let t = target.slice(s![rows.clone(), ..]);
             if !(grads && kernel.cofactors_direct(rows.clone(), &mut bufs, t, sums)) {
                 for (buf, p) in bufs.iter_mut().zip(pairs) {
-                    gemm_into_seq(
-                        buf.view_mut(),
-                        false,
-                        p.b.slice(s![rows.clone(), ..]),
-                        p.a,
-                        T::one(),
-                    );
+                    product_rows(buf.view_mut(), p.b.slice(s![rows.clone(), ..]), p.a, m);
                 }
                 kernel.apply(
                     &mut bufs,
@@ -346,7 +375,7 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
                 // Into a column-major scratch: faer then runs its micro-kernel down the tile's rows rather than
                 // down B's few columns (same products, same order, better filled registers at small ranks).
                 let mut col = Array2::zeros(d.raw_dim().f());
-                gemm_into_seq(col.view_mut(), false, buf.view(), p.a.t(), T::one());
+                product_rows(col.view_mut(), buf.view(), p.a.t(), m);
                 if let Some(s) = grad_scale {
                     col *= s;
                 }
@@ -355,10 +384,9 @@ pub(crate) fn run<T: Real, K: TileKernel<T>>(
         };
         // faer sums a block's term B_i[block]ᵀ·C_i[block] in one chain (a block is one depth block) and adds it
         // onto ∂A_i, so terms formed apart and added afterwards in block order give the same bits, except where
-        // faer carries the sum on from ∂A_i's value instead: one output row (rank 1) or one inner row (a 1-row
-        // block). Those keep to the shared path.
-        let separate_sums =
-            pairs.iter().all(|p| p.a.nrows() >= 2) && blocks.iter().all(|b| b.len() >= 2);
+        // faer carries the sum on from ∂A_i's value instead: one output row (rank 1). That keeps to the shared
+        // path.
+        let separate_sums = pairs.iter().all(|p| p.a.nrows() >= 2);
         if grads && threads > 1 && blocks.len() == threads && !pairs.is_empty() && separate_sums {
             // A block per thread: its tiles, then its terms of every ∂A_i over all columns, from the buffers it
             // has just written.
@@ -457,7 +485,16 @@ fn add_block_terms<T: Real>(
         for (k, rows) in blocks.iter().enumerate() {
             let bt = p.b.slice(s![rows.clone(), ..]).reversed_axes();
             let ck = c.slice(s![rows.start - first..rows.end - first, cols.clone()]);
-            gemm_into_seq(dk.view_mut(), k > 0 || !overwrite, bt, ck, T::one());
+            let onto = k > 0 || !overwrite;
+            if onto && rows.len() == 1 && bt.nrows() >= 2 {
+                // faer's GEMM adds a depth block of one row as its rounded products, but a product of depth 1
+                // added onto a destination goes into it by FMA: the term apart, then added.
+                let mut term = Array2::zeros(dk.raw_dim());
+                gemm_into_seq(term.view_mut(), false, bt, ck, T::one());
+                dk += &term;
+            } else {
+                gemm_into_seq(dk.view_mut(), onto, bt, ck, T::one());
+            }
         }
     }
 }
