@@ -263,10 +263,18 @@ fn documented_product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<
 
 #[test]
 fn a_one_row_tile_or_block_gives_the_documented_gradients_bit_for_bit_in_f32() {
-    // 1025 = 2·512 + 1 rows leave a last block of one row; 97 rows, one block cut into tiles of 96 and 1. faer
-    // takes a product of one row (a one-row tile's ∂B rows) as a dot product and adds a depth of one (a one-row
-    // block's term of ∂A) onto its destination by FMA, both in another order than its GEMM's.
-    for (m, ranks) in [(1025, (20, 12)), (97, (3, 3)), (97, (36, 5)), (193, (2, 9))] {
+    // 1025 = 2·512 + 1 and 513 rows leave a last block of one row (at 2 threads, 513 rows are one group of a block
+    // per thread, and 1025 rows a group of two blocks then the lone last block; at 3 threads 1025 rows are one
+    // group); 97 rows, one block cut into tiles of 96 and 1. faer takes a product of one row (a one-row tile's ∂B
+    // rows) as a dot product and adds a depth of one (a one-row block's term of ∂A) onto its destination by FMA,
+    // both in another order than its GEMM's.
+    for (m, ranks) in [
+        (1025, (20, 12)),
+        (513, (20, 12)),
+        (97, (3, 3)),
+        (97, (36, 5)),
+        (193, (2, 9)),
+    ] {
         let (t, a) = uniform_abba(m, 193, ranks, 8);
         let norm2 = frob2(t.view());
         let (s, c) = (a.scale, f32::of(2.0 / norm2) * a.scale);
@@ -282,7 +290,7 @@ fn a_one_row_tile_or_block_gives_the_documented_gradients_bit_for_bit_in_f32() {
             documented_product(a.b2.t(), gp.view()),
         ];
         let fit = Fitted::Abba(a);
-        for threads in [1, 2] {
+        for threads in [1, 2, 3] {
             let grads = default_grads(&fit, &t, norm2, threads);
             assert_same_bits(
                 &grads,

@@ -19,8 +19,8 @@
 //! element-wise formulas, every factor gradient is bit-for-bit the unfused one (`tests/fused.rs` checks this in
 //! f32); only the objective is summed in another order (eight running sums per row instead of one). Where faer
 //! leaves its GEMM order for a row, a tile or block of one row (the last row of m = 512k + 1 rows or of a block
-//! 96k + 1 rows high; faer takes a one-row product as a dot product and adds a depth of one by FMA), the fused step keeps the GEMM order,
-//! checked against sums written out in that order.
+//! 96k + 1 rows high; faer takes a one-row product as a dot product and adds a depth of one by FMA), the fused
+//! step keeps the GEMM order, checked against sums written out in that order.
 
 pub mod abba;
 #[cfg(target_arch = "x86_64")]
