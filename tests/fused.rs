@@ -160,8 +160,18 @@ fn fused_gradients_match_finite_differences() {
 
 /// The ABBA step before the fused kernels, written out: P, Q and the cofactors as whole m×n arrays.
 fn unfused_abba_step(a: &Abba<f32>, t: &Array2<f32>, norm2: f64) -> Vec<Array2<f32>> {
-    let p = gemm(a.b1.view(), a.a1.view());
-    let q = gemm(a.b2.view(), a.a2.view());
+    unfused_abba_step_with(a, t, norm2, |x, y| gemm(x, y))
+}
+
+/// [`unfused_abba_step`] with every matrix product taken by `product`.
+fn unfused_abba_step_with(
+    a: &Abba<f32>,
+    t: &Array2<f32>,
+    norm2: f64,
+    product: impl Fn(ArrayView2<'_, f32>, ArrayView2<'_, f32>) -> Array2<f32>,
+) -> Vec<Array2<f32>> {
+    let p = product(a.b1.view(), a.a1.view());
+    let q = product(a.b2.view(), a.a2.view());
     let (s, c) = (a.scale, f32::of(2.0 / norm2) * a.scale);
     let mut gq = Array2::zeros(t.dim());
     let mut gp = Array2::zeros(t.dim());
@@ -176,10 +186,10 @@ fn unfused_abba_step(a: &Abba<f32>, t: &Array2<f32>, norm2: f64) -> Vec<Array2<f
             *gp = g * p;
         });
     vec![
-        gemm(gq.view(), a.a1.t()),
-        gemm(a.b1.t(), gq.view()),
-        gemm(gp.view(), a.a2.t()),
-        gemm(a.b2.t(), gp.view()),
+        product(gq.view(), a.a1.t()),
+        product(a.b1.t(), gq.view()),
+        product(gp.view(), a.a2.t()),
+        product(a.b2.t(), gp.view()),
     ]
 }
 
@@ -277,18 +287,7 @@ fn a_one_row_tile_or_block_gives_the_documented_gradients_bit_for_bit_in_f32() {
     ] {
         let (t, a) = uniform_abba(m, 193, ranks, 8);
         let norm2 = frob2(t.view());
-        let (s, c) = (a.scale, f32::of(2.0 / norm2) * a.scale);
-        let p = documented_product(a.b1.view(), a.a1.view());
-        let q = documented_product(a.b2.view(), a.a2.view());
-        let r = (&p * &q).mapv(|x| s * x) - &t;
-        let g = r.mapv(|x| c * x);
-        let (gq, gp) = (&g * &q, &g * &p);
-        let expected = vec![
-            documented_product(gq.view(), a.a1.t()),
-            documented_product(a.b1.t(), gq.view()),
-            documented_product(gp.view(), a.a2.t()),
-            documented_product(a.b2.t(), gp.view()),
-        ];
+        let expected = unfused_abba_step_with(&a, &t, norm2, documented_product);
         let fit = Fitted::Abba(a);
         for threads in [1, 2, 3] {
             let grads = default_grads(&fit, &t, norm2, threads);
